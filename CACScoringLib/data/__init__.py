@@ -1,0 +1,1 @@
+"""Dataset import: COCA gated/non-gated, generic NIfTI folders, and the training manifest."""

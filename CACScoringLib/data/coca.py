@@ -1,0 +1,274 @@
+"""Stanford COCA gated import: per-patient calcium XML (Apple plist) + DICOM series -> image/label NIfTI pairs.
+
+Layout read: `<root>/Gated_release_final/patient/<pid>/**/*.dcm` and `<root>/Gated_release_final/calcium_xml/<pid>.xml`
+(`root` may also be the Gated_release_final folder itself).
+
+Conventions (documented in README "Data import"):
+- ROI -> slice: the z of Point_mm, projected on the slice normal, picks the nearest slice within half the
+  increment; without Point_mm, ImageIndex i -> the (n-1-i)-th slice in position order (array index n-1-i).
+- Point_px "(x, y)" are pixel coordinates with integer values at pixel centres; polygons are filled with
+  `skimage.draw.polygon` (pixels whose centres lie inside or on the outline). A polygon too thin to cover any
+  pixel centre marks the pixels under its vertices.
+- Two arteries claiming one pixel: the higher label id keeps it (order-independent); the report counts it.
+- Area check: |pixels - Area/pixel_area| may be up to half the outline length in pixels + 1 (the
+  discretisation error of a filled polygon, Pick's theorem) plus `area_rel_tolerance` of the expected count.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as defused_fromstring
+from skimage.draw import polygon as fill_polygon
+
+from ..errors import InputError
+from ..labels import ARTERY_BY_ID, coca_roi_to_label
+from ..volume import CTVolume
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+# ---------------------------------------------------------------------------------------------- plist
+
+
+def _plist_value(element: ET.Element):
+    tag = element.tag
+    if tag == "dict":
+        children = list(element)
+        if len(children) % 2:
+            raise InputError("calcium XML has a <dict> with a key and no value; use the original COCA file")
+        result = {}
+        for key, value in zip(children[::2], children[1::2], strict=True):
+            if key.tag != "key":
+                raise InputError(f"calcium XML has <{key.tag}> where a <key> belongs; use the original COCA file")
+            result[key.text or ""] = _plist_value(value)
+        return result
+    if tag == "array":
+        return [_plist_value(child) for child in element]
+    text = (element.text or "").strip()
+    try:
+        if tag == "integer":
+            return int(text)
+        if tag == "real":
+            return float(text)
+    except ValueError as error:
+        raise InputError(f"calcium XML has <{tag}>{text}</{tag}>, not a number; use the original COCA file") from error
+    if tag == "true":
+        return True
+    if tag == "false":
+        return False
+    if tag in ("string", "date", "data"):
+        return element.text or ""
+    raise InputError(f"calcium XML has an unknown plist element <{tag}>; is it an Apple plist?")
+
+
+def parse_plist(data: bytes | str):
+    """Values of an XML Apple plist, parsed without entity expansion or external references.
+
+    A DOCTYPE is allowed (COCA files carry Apple's), entity declarations are refused (billion-laughs bombs).
+    """
+    try:
+        root = defused_fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as error:
+        raise InputError(
+            f"calcium XML refused: it declares entities or external references ({type(error).__name__}); "
+            "COCA files have none, use the original file"
+        ) from error
+    except ET.ParseError as error:
+        raise InputError(f"calcium XML is not well-formed ({error}); use the original COCA file") from error
+    if root.tag == "plist":
+        children = list(root)
+        if len(children) != 1:
+            raise InputError("calcium XML <plist> must hold exactly one value; use the original COCA file")
+        root = children[0]
+    return _plist_value(root)
+
+
+# ------------------------------------------------------------------------------------------------ ROIs
+
+
+@dataclass
+class CocaRoi:
+    ordinal: int  # position in the file (0-based), for reports
+    image_index: int | None
+    name: str
+    points_px: np.ndarray  # (n, 2) x, y
+    points_mm: np.ndarray | None  # (n, 3) x, y, z, or None when absent
+    area_mm2: float | None
+
+
+def _points(values, dims: int) -> np.ndarray | None:
+    """Parse ["(x, y)", ...] strings into an (n, dims) array; None when any point is malformed."""
+    if not isinstance(values, list):
+        return None
+    points = []
+    for value in values:
+        numbers = _NUMBER.findall(str(value))
+        if len(numbers) != dims:
+            return None
+        points.append([float(n) for n in numbers])
+    return np.asarray(points, dtype=float).reshape(-1, dims)
+
+
+def read_calcium_xml(source: str | Path | bytes) -> tuple[list[CocaRoi], list[dict]]:
+    """ROIs of a COCA calcium XML, plus the entries that could not be read (with reasons).
+
+    `source` is a path or the file's bytes.
+    """
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+    document = parse_plist(data)
+    if not isinstance(document, dict) or not isinstance(document.get("Images"), list):
+        raise InputError("calcium XML has no Images list; is it a COCA calcium XML?")
+    rois: list[CocaRoi] = []
+    unreadable: list[dict] = []
+    ordinal = 0
+    for image in document["Images"]:
+        image = image if isinstance(image, dict) else {}
+        index = image.get("ImageIndex")
+        index = index if isinstance(index, int) and not isinstance(index, bool) else None
+        for roi in image.get("ROIs") or []:
+            roi = roi if isinstance(roi, dict) else {}
+            name = str(roi.get("Name", "")).strip()
+            points_px = _points(roi.get("Point_px", []), 2)
+            points_mm = _points(roi["Point_mm"], 3) if "Point_mm" in roi else None
+            area = roi.get("Area")
+            record = {"roi": ordinal, "image_index": index, "name": name}
+            if points_px is None:
+                unreadable.append({**record, "reason": "Point_px is not a list of '(x, y)' points"})
+            elif "Point_mm" in roi and points_mm is None:
+                unreadable.append({**record, "reason": "Point_mm is not a list of '(x, y, z)' points"})
+            elif points_mm is not None and len(points_mm) != len(points_px):
+                unreadable.append({**record, "reason": "Point_mm and Point_px differ in length"})
+            else:
+                rois.append(
+                    CocaRoi(
+                        ordinal=ordinal,
+                        image_index=index,
+                        name=name,
+                        points_px=points_px,
+                        points_mm=points_mm if points_mm is not None and len(points_mm) else None,
+                        area_mm2=float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else None,
+                    )
+                )
+            ordinal += 1
+    return rois, unreadable
+
+
+# ------------------------------------------------------------------------------------------ rasterising
+
+
+@dataclass
+class RasterReport:
+    imported: list[dict] = field(default_factory=list)  # {"roi", "name", "artery", "slice", "pixels", "by"}
+    skipped: list[dict] = field(default_factory=list)  # {"roi", "image_index", "name", "reason"}
+    area_mismatches: list[dict] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)  # {"slice", "labels", "kept", "pixels"}
+    image_index_disagreements: list[dict] = field(default_factory=list)  # Point_mm slice != ImageIndex slice
+
+    def to_dict(self) -> dict:
+        return {
+            "imported": self.imported,
+            "skipped": self.skipped,
+            "area_mismatches": self.area_mismatches,
+            "conflicts": self.conflicts,
+            "image_index_disagreements": self.image_index_disagreements,
+        }
+
+
+def slice_coordinate(ct: CTVolume, points_mm: np.ndarray) -> np.ndarray:
+    """Continuous slice index (array axis 0) of physical points: their offset along the slice normal."""
+    direction = np.asarray(ct.direction, dtype=float).reshape(3, 3)
+    normal = direction[:, 2]
+    return (np.asarray(points_mm, dtype=float) - np.asarray(ct.origin, dtype=float)) @ normal / ct.spacing[2]
+
+
+def roi_slice(ct: CTVolume, roi: CocaRoi) -> tuple[int | None, str, str | None]:
+    """(slice index, how it was found, reason when not found) for one ROI."""
+    n = ct.shape[0]
+    if roi.points_mm is not None:
+        k = float(np.median(slice_coordinate(ct, roi.points_mm)))
+        nearest = int(np.floor(k + 0.5))
+        if 0 <= nearest < n:  # rounding keeps |k - nearest| <= 0.5, i.e. within half the increment
+            return nearest, "Point_mm", None
+        return None, "Point_mm", f"Point_mm z lies {k:.2f} slices along the series, outside 0..{n - 1}"
+    if roi.image_index is None:
+        return None, "ImageIndex", "no Point_mm and no ImageIndex"
+    if not 0 <= roi.image_index < n:
+        return None, "ImageIndex", f"ImageIndex {roi.image_index} is outside a series of {n} slices"
+    return n - 1 - roi.image_index, "ImageIndex", None
+
+
+def _fill(points_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    columns, rows = points_px[:, 0], points_px[:, 1]
+    rr, cc = fill_polygon(rows, columns, shape)
+    mask[rr, cc] = True
+    if not mask.any():
+        vertex_rows = np.floor(rows + 0.5).astype(int)
+        vertex_columns = np.floor(columns + 0.5).astype(int)
+        inside = (vertex_rows >= 0) & (vertex_rows < shape[0]) & (vertex_columns >= 0) & (vertex_columns < shape[1])
+        mask[vertex_rows[inside], vertex_columns[inside]] = True
+    return mask
+
+
+def _outline_length(points_px: np.ndarray) -> float:
+    closed = np.vstack([points_px, points_px[:1]])
+    return float(np.linalg.norm(np.diff(closed, axis=0), axis=1).sum())
+
+
+def rasterize_rois(
+    rois: list[CocaRoi], ct: CTVolume, area_rel_tolerance: float = 0.1
+) -> tuple[np.ndarray, RasterReport]:
+    """Label map (uint8, the CT's shape) of the ROIs, and what was imported, skipped and flagged."""
+    names = coca_roi_to_label()
+    labels = np.zeros(ct.shape, dtype=np.uint8)
+    report = RasterReport()
+    plane = ct.shape[1:]
+    for roi in rois:
+        record = {"roi": roi.ordinal, "image_index": roi.image_index, "name": roi.name}
+        label = names.get(roi.name)
+        if label is None:
+            report.skipped.append({**record, "reason": f"unknown ROI name {roi.name!r}"})
+            continue
+        if len(roi.points_px) == 0:
+            report.skipped.append({**record, "reason": "empty ROI (no points)"})
+            continue
+        k, found_by, reason = roi_slice(ct, roi)
+        if k is None:
+            report.skipped.append({**record, "reason": reason})
+            continue
+        if found_by == "Point_mm" and roi.image_index is not None:
+            by_index = ct.shape[0] - 1 - roi.image_index
+            if by_index != k:
+                report.image_index_disagreements.append({**record, "slice": k, "slice_by_image_index": by_index})
+        mask = _fill(roi.points_px, plane)
+        pixels = int(mask.sum())
+        if pixels == 0:
+            report.skipped.append({**record, "reason": "empty ROI (outline outside the image)"})
+            continue
+        if roi.area_mm2 is not None:
+            expected = roi.area_mm2 / ct.pixel_area_mm2
+            allowed = _outline_length(roi.points_px) / 2 + 1 + area_rel_tolerance * expected
+            if abs(pixels - expected) > allowed:
+                report.area_mismatches.append(
+                    {**record, "slice": k, "pixels": pixels, "expected_pixels": round(expected, 2),
+                     "allowed_difference": round(allowed, 2)}
+                )
+        current = labels[k][mask]
+        clash = (current != 0) & (current != label)
+        if clash.any():
+            for other in np.unique(current[clash]):
+                report.conflicts.append(
+                    {"slice": k, "labels": sorted([ARTERY_BY_ID[int(other)], ARTERY_BY_ID[label]]),
+                     "kept": ARTERY_BY_ID[max(int(other), label)], "pixels": int((current[clash] == other).sum())}
+                )
+        labels[k][mask] = np.maximum(current, label)
+        report.imported.append(
+            {**record, "artery": ARTERY_BY_ID[label], "slice": k, "pixels": pixels, "by": found_by}
+        )
+    return labels, report

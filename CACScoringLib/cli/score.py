@@ -1,0 +1,153 @@
+"""`cacscoring score IMAGE [--labels LABELS]`: per-artery Agatston, volume and mass scores."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+from ..labels import ARTERIES
+from ..scoring import (
+    PRESETS,
+    SLICE_NORMALIZATIONS,
+    ScoreResult,
+    calibration_factor_from_rois,
+    preset,
+    score_volume,
+)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score a CT (with a label map, or segmented by a model)",
+        description="Per-artery Agatston, volume and mass scores of a cardiac CT. IMAGE is a DICOM series "
+        "folder, a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file.",
+    )
+    parser.add_argument("image", type=Path, help="CT: DICOM folder, NIfTI or NRRD")
+    parser.add_argument("--labels", type=Path, help="per-artery label map (0 bg, 1 LM, 2 LAD, 3 LCX, 4 RCA)")
+    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the folder holds several series")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="standard", help="scoring convention")
+    parser.add_argument("--threshold-hu", type=float, help="calcium threshold, HU >= this (default 130)")
+    parser.add_argument("--connectivity", type=int, choices=(4, 8), help="in-plane lesion connectivity")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--min-area-mm2", type=float, help="drop 2D lesions smaller than this (default 1 mm²)")
+    size.add_argument("--min-pixels", type=int, help="drop 2D lesions with fewer pixels")
+    size.add_argument("--no-min-size", action="store_true", help="keep lesions of any size")
+    parser.add_argument("--slice-normalization", choices=SLICE_NORMALIZATIONS,
+                        help="scale by increment/3 mm, thickness/3 mm or not at all (default increment)")
+    parser.add_argument("--kvp", type=float, help="tube voltage, overriding the scan's")
+    parser.add_argument("--kvp-adapted", action="store_true",
+                        help="adapt threshold and weight bands to the tube voltage (70-120 kVp)")
+    parser.add_argument("--mass-calibration-factor", type=float, metavar="MG_CM3_PER_HU",
+                        help="HA calibration factor for the mass score")
+    parser.add_argument("--calibration-rois", type=Path, metavar="LABELS",
+                        help="label map with 1 = water region, 2 = hydroxyapatite region (measures the factor)")
+    parser.add_argument("--ha-density", type=float, default=200.0,
+                        help="density of the HA calibration region in mg/cm³ (default 200)")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the scores as JSON")
+    parser.add_argument("--csv", type=Path, metavar="OUT", help="write per-artery scores as CSV")
+    parser.add_argument("--lesions-csv", type=Path, metavar="OUT", help="write the 3D lesion table as CSV")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.set_defaults(func=run)
+
+
+def scoring_params(args, ct):
+    """ScoringParams from the preset and the options given on the command line."""
+    from ..io import read_labels
+
+    changes = {}
+    if args.threshold_hu is not None:
+        changes["threshold_hu"] = args.threshold_hu
+    if args.connectivity is not None:
+        changes["connectivity"] = args.connectivity
+    if args.min_area_mm2 is not None:
+        changes.update(min_area_mm2=args.min_area_mm2, min_pixels=None)
+    elif args.min_pixels is not None:
+        changes.update(min_area_mm2=None, min_pixels=args.min_pixels)
+    elif args.no_min_size:
+        changes.update(min_area_mm2=None, min_pixels=None)
+    if args.slice_normalization is not None:
+        changes["slice_normalization"] = args.slice_normalization
+    if args.kvp is not None:
+        changes["kvp"] = args.kvp
+    if args.kvp_adapted:
+        changes["kvp_adapted_threshold"] = True
+    if args.mass_calibration_factor is not None and args.calibration_rois is not None:
+        raise InputError("give --mass-calibration-factor or --calibration-rois, not both")
+    if args.mass_calibration_factor is not None:
+        changes["mass_calibration_factor"] = args.mass_calibration_factor
+    if args.calibration_rois is not None:
+        rois = read_labels(args.calibration_rois, ct)
+        calibration = calibration_factor_from_rois(ct.array, rois == 1, rois == 2, args.ha_density)
+        changes.update(mass_calibration_factor=calibration.factor_mg_cm3_per_hu,
+                       mass_water_hu=calibration.water_hu)
+    return preset(args.preset).with_(**changes)
+
+
+def run(args) -> int:
+    from ..io import read_ct, read_labels
+
+    ct = read_ct(args.image, series_uid=args.series)
+    params = scoring_params(args, ct)
+    if args.labels is None:
+        raise InputError(
+            "no --labels given and no trained segmentation model is installed: "
+            "pass a label map with --labels"
+        )
+    labels = read_labels(args.labels, ct)
+    result = score_volume(ct, labels, params)
+    report = {"input": {"image": str(args.image), "labels": str(args.labels)}, **result.to_dict()}
+    write_outputs(result, report, args)
+    if not args.quiet:
+        print_result(result)
+    return 0
+
+
+def write_outputs(result: ScoreResult, report: dict, args) -> None:
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["artery", "lesions", "agatston", "volume_mm3", "mass_mg"])
+            rows = [(key, result.arteries[key]) for key in ARTERIES] + [("total", result.total)]
+            for key, score in rows:
+                writer.writerow([key, score.lesions, score.agatston, score.volume_mm3,
+                                 "" if score.mass_mg is None else score.mass_mg])
+    if args.lesions_csv:
+        args.lesions_csv.parent.mkdir(parents=True, exist_ok=True)
+        rows = [lesion.to_dict() for lesion in result.lesions]
+        columns = list(rows[0]) if rows else ["id", "artery"]
+        with open(args.lesions_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _mass(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def print_result(result: ScoreResult, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="Coronary artery calcium")
+    for column in ("Artery", "Lesions (3D)", "Agatston", "Volume (mm³)", "Mass (mg)"):
+        table.add_column(column, justify="left" if column == "Artery" else "right")
+    for key in ARTERIES:
+        score = result.arteries[key]
+        table.add_row(key, str(score.lesions), f"{score.agatston:.1f}", f"{score.volume_mm3:.1f}",
+                      _mass(score.mass_mg))
+    total = result.total
+    table.add_row("Total", str(total.lesions), f"{total.agatston:.1f}", f"{total.volume_mm3:.1f}",
+                  _mass(total.mass_mg), style="bold")
+    console.print(table)
+    console.print(f"Risk category: {result.risk_category}    CAC-DRS: {result.cac_drs}")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -1,0 +1,25 @@
+"""Agatston, volume and mass scoring (see engine.py for the definitions)."""
+
+from .calibration import MassCalibration, calibration_factor_from_rois
+from .categories import RISK_CATEGORIES, cac_drs, risk_category
+from .engine import ArteryScore, IncrementalScorer, Lesion, ScoreResult, check_labels, score_volume
+from .params import PRESETS, SLICE_NORMALIZATIONS, ScoringParams, kvp_hu_scale, preset
+
+__all__ = [
+    "PRESETS",
+    "RISK_CATEGORIES",
+    "SLICE_NORMALIZATIONS",
+    "ArteryScore",
+    "IncrementalScorer",
+    "Lesion",
+    "MassCalibration",
+    "ScoreResult",
+    "ScoringParams",
+    "cac_drs",
+    "calibration_factor_from_rois",
+    "check_labels",
+    "kvp_hu_scale",
+    "preset",
+    "risk_category",
+    "score_volume",
+]

@@ -34,7 +34,9 @@ def plist(images):
         f"<key>ROIs</key><array>{''.join(rois)}</array></dict>"
         for index, rois in images
     )
-    return (HEADER + f'<plist version="1.0"><dict><key>Images</key><array>{entries}</array></dict></plist>').encode()
+    return (
+        HEADER + f'<plist version="1.0"><dict><key>Images</key><array>{entries}</array></dict></plist>'
+    ).encode()
 
 
 def square(x0, y0, size):
@@ -98,7 +100,9 @@ def test_read_calcium_xml_from_file(tmp_path):
 
 def test_xml_without_images_is_input_error():
     with pytest.raises(InputError, match="Images"):
-        read_calcium_xml((HEADER + "<plist><dict><key>Other</key><integer>1</integer></dict></plist>").encode())
+        read_calcium_xml(
+            (HEADER + "<plist><dict><key>Other</key><integer>1</integer></dict></plist>").encode()
+        )
 
 
 def test_malformed_points_are_reported_not_fatal():
@@ -110,7 +114,9 @@ def test_malformed_points_are_reported_not_fatal():
 def test_roi_by_point_mm_fills_the_square_on_the_nearest_slice():
     ct = tiny_ct()  # slices at z = -20, -17, -14, -11, -8, -5
     # z = -12.9 is nearest to slice 2 (-14; 1.1 mm away, under half the 3 mm increment)
-    rois, _ = read_calcium_xml(plist([(0, [roi_xml("Left Anterior Descending Artery", square(10, 12, 4), z=-12.9, area=4.0)])]))
+    rois, _ = read_calcium_xml(
+        plist([(0, [roi_xml("Left Anterior Descending Artery", square(10, 12, 4), z=-12.9, area=4.0)])])
+    )
     labels, report = rasterize_rois(rois, ct)
     assert labels.dtype == np.uint8 and labels.shape == ct.shape
     expected = np.zeros(ct.shape, np.uint8)
@@ -203,5 +209,7 @@ def test_sub_pixel_outline_marks_its_vertex_pixel():
     ct = tiny_ct(n_slices=1)
     # a 0.2-pixel triangle around pixel (x=7, y=5) covers no pixel centre exactly
     outline = [(6.9, 4.9), (7.1, 4.9), (7.0, 4.8)]
-    labels, report = rasterize_rois(read_calcium_xml(plist([(0, [roi_xml("Right Coronary Artery", outline)])]))[0], ct)
+    labels, report = rasterize_rois(
+        read_calcium_xml(plist([(0, [roi_xml("Right Coronary Artery", outline)])]))[0], ct
+    )
     assert np.argwhere(labels).tolist() == [[0, 5, 7]]

@@ -45,7 +45,9 @@ def _plist_value(element: ET.Element):
         result = {}
         for key, value in zip(children[::2], children[1::2], strict=True):
             if key.tag != "key":
-                raise InputError(f"calcium XML has <{key.tag}> where a <key> belongs; use the original COCA file")
+                raise InputError(
+                    f"calcium XML has <{key.tag}> where a <key> belongs; use the original COCA file"
+                )
             result[key.text or ""] = _plist_value(value)
         return result
     if tag == "array":
@@ -57,7 +59,9 @@ def _plist_value(element: ET.Element):
         if tag == "real":
             return float(text)
     except ValueError as error:
-        raise InputError(f"calcium XML has <{tag}>{text}</{tag}>, not a number; use the original COCA file") from error
+        raise InputError(
+            f"calcium XML has <{tag}>{text}</{tag}>, not a number; use the original COCA file"
+        ) from error
     if tag == "true":
         return True
     if tag == "false":
@@ -152,7 +156,9 @@ def read_calcium_xml(source: str | Path | bytes) -> tuple[list[CocaRoi], list[di
                         name=name,
                         points_px=points_px,
                         points_mm=points_mm if points_mm is not None and len(points_mm) else None,
-                        area_mm2=float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else None,
+                        area_mm2=float(area)
+                        if isinstance(area, (int, float)) and not isinstance(area, bool)
+                        else None,
                     )
                 )
             ordinal += 1
@@ -211,7 +217,12 @@ def _fill(points_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if not mask.any():
         vertex_rows = np.floor(rows + 0.5).astype(int)
         vertex_columns = np.floor(columns + 0.5).astype(int)
-        inside = (vertex_rows >= 0) & (vertex_rows < shape[0]) & (vertex_columns >= 0) & (vertex_columns < shape[1])
+        inside = (
+            (vertex_rows >= 0)
+            & (vertex_rows < shape[0])
+            & (vertex_columns >= 0)
+            & (vertex_columns < shape[1])
+        )
         mask[vertex_rows[inside], vertex_columns[inside]] = True
     return mask
 
@@ -245,7 +256,9 @@ def rasterize_rois(
         if found_by == "Point_mm" and roi.image_index is not None:
             by_index = ct.shape[0] - 1 - roi.image_index
             if by_index != k:
-                report.image_index_disagreements.append({**record, "slice": k, "slice_by_image_index": by_index})
+                report.image_index_disagreements.append(
+                    {**record, "slice": k, "slice_by_image_index": by_index}
+                )
         mask = _fill(roi.points_px, plane)
         pixels = int(mask.sum())
         if pixels == 0:
@@ -256,16 +269,25 @@ def rasterize_rois(
             allowed = _outline_length(roi.points_px) / 2 + 1 + area_rel_tolerance * expected
             if abs(pixels - expected) > allowed:
                 report.area_mismatches.append(
-                    {**record, "slice": k, "pixels": pixels, "expected_pixels": round(expected, 2),
-                     "allowed_difference": round(allowed, 2)}
+                    {
+                        **record,
+                        "slice": k,
+                        "pixels": pixels,
+                        "expected_pixels": round(expected, 2),
+                        "allowed_difference": round(allowed, 2),
+                    }
                 )
         current = labels[k][mask]
         clash = (current != 0) & (current != label)
         if clash.any():
             for other in np.unique(current[clash]):
                 report.conflicts.append(
-                    {"slice": k, "labels": sorted([ARTERY_BY_ID[int(other)], ARTERY_BY_ID[label]]),
-                     "kept": ARTERY_BY_ID[max(int(other), label)], "pixels": int((current[clash] == other).sum())}
+                    {
+                        "slice": k,
+                        "labels": sorted([ARTERY_BY_ID[int(other)], ARTERY_BY_ID[label]]),
+                        "kept": ARTERY_BY_ID[max(int(other), label)],
+                        "pixels": int((current[clash] == other).sum()),
+                    }
                 )
         labels[k][mask] = np.maximum(current, label)
         report.imported.append(

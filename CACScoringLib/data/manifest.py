@@ -96,14 +96,18 @@ def write_manifest(path: str | Path, source: str, cases: list[ManifestCase]) -> 
 def _case_from_entry(entry: dict, root: Path, path: Path, check_files: bool) -> ManifestCase:
     missing = [key for key in ("id", "image", "spacing", "shape") if key not in entry]
     if missing:
-        raise InputError(f"{path}: a case lacks {', '.join(missing)}; re-create the manifest with cacscoring import-*")
+        raise InputError(
+            f"{path}: a case lacks {', '.join(missing)}; re-create the manifest with cacscoring import-*"
+        )
     case_id = str(entry["id"])
     image = root / entry["image"]
     labels = None if entry.get("labels") is None else root / entry["labels"]
     if check_files:
         for file in (image, labels):
             if file is not None and not file.is_file():
-                raise InputError(f"{path}: case {case_id} names {file}, which does not exist; re-run the import")
+                raise InputError(
+                    f"{path}: case {case_id} names {file}, which does not exist; re-run the import"
+                )
     spacing = tuple(float(s) for s in entry["spacing"])
     shape = tuple(int(s) for s in entry["shape"])
     if len(spacing) != 3 or len(shape) != 3:
@@ -129,9 +133,13 @@ def load_manifest(path: str | Path, check_files: bool = True) -> Manifest:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not valid JSON ({error}); re-create it with cacscoring import-*") from error
+        raise InputError(
+            f"{path} is not valid JSON ({error}); re-create it with cacscoring import-*"
+        ) from error
     if not isinstance(document, dict) or document.get("version") != MANIFEST_VERSION:
-        raise InputError(f"{path} is not a version {MANIFEST_VERSION} manifest; re-create it with cacscoring import-*")
+        raise InputError(
+            f"{path} is not a version {MANIFEST_VERSION} manifest; re-create it with cacscoring import-*"
+        )
     root = path.parent.resolve()
     cases = [_case_from_entry(entry, root, path, check_files) for entry in document.get("cases", [])]
     ids = [case.id for case in cases]

@@ -75,7 +75,9 @@ def read_scores_xlsx(
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises several unrelated types for a damaged or non-xlsx file
-        raise InputError(f"{path} cannot be read as an .xlsx workbook ({error}); pass the COCA scores.xlsx") from error
+        raise InputError(
+            f"{path} cannot be read as an .xlsx workbook ({error}); pass the COCA scores.xlsx"
+        ) from error
     try:
         rows = workbook.worksheets[0].iter_rows(values_only=True)
         header = next(rows, None)
@@ -84,7 +86,9 @@ def read_scores_xlsx(
         columns = _header_map(header, path)
         result = []
         for row_number, values in enumerate(rows, start=2):
-            cells = {column: values[index] if index < len(values) else None for column, index in columns.items()}
+            cells = {
+                column: values[index] if index < len(values) else None for column, index in columns.items()
+            }
             if cells["filename"] is None or not str(cells["filename"]).strip():
                 continue
             score_row = ScoreRow(

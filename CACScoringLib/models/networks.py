@@ -1,0 +1,212 @@
+"""Network factory: a model config (the `config.json` of a model package) -> a MONAI network.
+
+Supported `config["network"]["name"]`: "UNet" (monai.networks.nets.UNet), "DynUNet" (nnU-Net-like; kernels
+and strides derived from patch size and spacing unless given), "FlexibleUNet" (EfficientNet-B0 encoder,
+never pretrained so nothing is downloaded) and "Classifier" (small CNN for the false-positive component).
+Array axis order everywhere: 2D (y, x), 3D (z, y, x).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from torch import nn
+
+from ..errors import InputError
+from ..labels import ARTERY_BY_ID
+
+CONFIG_FORMAT = "cacscoring-model/1"
+NETWORK_NAMES = ("UNet", "DynUNet", "FlexibleUNet", "Classifier")
+TASKS = ("calcium", "heart_roi", "fp_classifier")
+# Default CT window: keeps fat/soft tissue contrast and calcium up to dense plaques.
+DEFAULT_HU_WINDOW = (-200.0, 1300.0)
+# Default in-plane inference spacing (mm). Coarser than most cardiac CT (0.3-0.7 mm) for CPU speed;
+# 0.8 mm still gives a 1 mm² lesion >1 pixel, and the final mask is thresholded at native resolution.
+DEFAULT_INPLANE_SPACING_MM = 0.8
+EFFICIENTNET_DIVISOR = 32  # five stride-2 stages in EfficientNet-B0
+
+
+def contract_labels() -> dict[str, str]:
+    """The label set a calcium model must have: {"0": "background", "1": "LM", ...}."""
+    return {"0": "background", **{str(i): key for i, key in sorted(ARTERY_BY_ID.items())}}
+
+
+TASK_LABELS = {
+    "heart_roi": {"0": "background", "1": "heart"},
+    "fp_classifier": {"0": "false_positive", "1": "calcium"},
+}
+
+
+def make_config(
+    network: str = "UNet",
+    spatial_dims: int = 2,
+    patch_size: tuple[int, ...] | None = None,
+    hu_window: tuple[float, float] = DEFAULT_HU_WINDOW,
+    inplane_spacing_mm: float | None = DEFAULT_INPLANE_SPACING_MM,
+    slice_spacing_mm: float | None = None,
+    task: str = "calcium",
+    **network_kwargs,
+) -> dict:
+    """A complete, validated model config; `network_kwargs` go to the MONAI constructor.
+
+    patch_size is in array order ((y, x) for 2D, (z, y, x) for 3D); slice_spacing_mm is the typical
+    slice increment of the training data (used by the DynUNet heuristic for 3D)."""
+    if patch_size is None:
+        patch_size = (256, 256) if spatial_dims == 2 else (32, 128, 128)
+    labels = contract_labels() if task == "calcium" else TASK_LABELS.get(task)
+    config = {
+        "format": CONFIG_FORMAT,
+        "task": task,
+        "network": {"name": network, "kwargs": dict(network_kwargs)},
+        "spatial_dims": int(spatial_dims),
+        "in_channels": 1,
+        "labels": labels,
+        "preprocessing": {
+            "hu_window": [float(hu_window[0]), float(hu_window[1])],
+            "inplane_spacing_mm": None if inplane_spacing_mm is None else float(inplane_spacing_mm),
+            "slice_spacing_mm": None if slice_spacing_mm is None else float(slice_spacing_mm),
+            "patch_size": [int(p) for p in patch_size],
+        },
+        "components": {},
+    }
+    validate_config(config)
+    return config
+
+
+def validate_config(config: dict) -> None:
+    """Raise InputError naming the first problem in a model config."""
+    if not isinstance(config, dict):
+        raise InputError("model config is not a JSON object; recreate it with models.make_config()")
+    for key in ("task", "network", "spatial_dims", "labels", "preprocessing"):
+        if key not in config:
+            raise InputError(f"model config lacks '{key}'; recreate it with models.make_config()")
+    task = config["task"]
+    if task not in TASKS:
+        raise InputError(f"model config task '{task}' is unknown; use one of {', '.join(TASKS)}")
+    if config["network"].get("name") not in NETWORK_NAMES:
+        raise InputError(
+            f"model config network '{config['network'].get('name')}' is unknown; use one of {', '.join(NETWORK_NAMES)}"
+        )
+    dims = config["spatial_dims"]
+    if dims not in (2, 3):
+        raise InputError(f"model config spatial_dims is {dims}; use 2 or 3")
+    expected = contract_labels() if task == "calcium" else TASK_LABELS[task]
+    labels = {str(k): v for k, v in config["labels"].items()}
+    if labels != expected:
+        raise InputError(
+            f"model labels {labels} differ from the label contract {expected}; retrain or export the model "
+            "with the contract's labels (Resources/labels.json)"
+        )
+    pre = config["preprocessing"]
+    lo, hi = pre.get("hu_window", (None, None))
+    if lo is None or hi is None or not lo < hi:
+        raise InputError(f"model config hu_window {pre.get('hu_window')} is invalid; give [low, high] with low < high")
+    patch = pre.get("patch_size")
+    if not patch or len(patch) != dims or min(patch) < 1:
+        raise InputError(f"model config patch_size {patch} does not have {dims} positive sizes")
+    spacing = pre.get("inplane_spacing_mm")
+    if spacing is not None and spacing <= 0:
+        raise InputError(f"model config inplane_spacing_mm {spacing} must be positive or null")
+
+
+def network_spacing(config: dict) -> list[float]:
+    """Voxel spacing in array order that the network sees (1 mm where the config does not say)."""
+    pre = config["preprocessing"]
+    inplane = pre.get("inplane_spacing_mm") or 1.0
+    if config["spatial_dims"] == 2:
+        return [inplane, inplane]
+    return [pre.get("slice_spacing_mm") or inplane, inplane, inplane]
+
+
+def dynunet_kernels_strides(
+    patch_size: list[int], spacing: list[float], max_levels: int = 5, min_feature_size: int = 4
+) -> tuple[list[list[int]], list[list[int]]]:
+    """nnU-Net heuristic: halve an axis only while it is at most twice as coarse as the finest axis and
+    stays >= min_feature_size; anisotropic axes get kernel 1 until the others catch up."""
+    sizes = [float(s) for s in patch_size]
+    current = [float(s) for s in spacing]
+    kernels = [[3] * len(sizes)]
+    strides = [[1] * len(sizes)]
+    for _ in range(max_levels):
+        finest = min(current)
+        stride = [
+            2 if sp <= 2 * finest and size / 2 >= min_feature_size else 1
+            for sp, size in zip(current, sizes, strict=True)
+        ]
+        if max(stride) == 1:
+            break
+        kernels.append([3 if sp <= 2 * finest else 1 for sp in current])
+        strides.append(stride)
+        sizes = [size / st for size, st in zip(sizes, stride, strict=True)]
+        current = [sp * st for sp, st in zip(current, stride, strict=True)]
+    return kernels, strides
+
+
+def size_divisor(config: dict) -> list[int]:
+    """Per-axis factor every network input size must be a multiple of."""
+    name = config["network"]["name"]
+    kwargs = config["network"].get("kwargs", {})
+    dims = config["spatial_dims"]
+    if name == "UNet":
+        strides = kwargs.get("strides", _UNET_DEFAULTS["strides"])
+        return [math.prod(strides)] * dims
+    if name == "DynUNet":
+        strides = _dynunet_args(config)["strides"]
+        return [math.prod(s[axis] for s in strides) for axis in range(dims)]
+    if name == "FlexibleUNet":
+        return [EFFICIENTNET_DIVISOR] * dims
+    return [1] * dims
+
+
+_UNET_DEFAULTS = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2}
+
+
+def _dynunet_args(config: dict) -> dict:
+    kwargs = dict(config["network"].get("kwargs", {}))
+    if "kernel_size" not in kwargs or "strides" not in kwargs:
+        kernels, strides = dynunet_kernels_strides(config["preprocessing"]["patch_size"], network_spacing(config))
+        kwargs.setdefault("kernel_size", kernels)
+        kwargs.setdefault("strides", strides)
+    kwargs.setdefault("upsample_kernel_size", kwargs["strides"][1:])
+    if "filters" not in kwargs:
+        cap = 320 if config["spatial_dims"] == 3 else 512  # nnU-Net's feature caps
+        kwargs["filters"] = [min(32 * 2**level, cap) for level in range(len(kwargs["strides"]))]
+    return kwargs
+
+
+def build_network(config: dict) -> nn.Module:
+    """The (untrained) network a model config describes; out_channels = number of labels."""
+    validate_config(config)
+    from monai.networks import nets
+
+    config = copy.deepcopy(config)
+    name = config["network"]["name"]
+    kwargs = dict(config["network"].get("kwargs", {}))
+    dims = config["spatial_dims"]
+    in_channels = int(config.get("in_channels", 1))
+    out_channels = len(config["labels"])
+    try:
+        if name == "UNet":
+            return nets.UNet(
+                spatial_dims=dims, in_channels=in_channels, out_channels=out_channels, **{**_UNET_DEFAULTS, **kwargs}
+            )
+        if name == "DynUNet":
+            return nets.DynUNet(
+                spatial_dims=dims, in_channels=in_channels, out_channels=out_channels, **_dynunet_args(config)
+            )
+        if name == "FlexibleUNet":
+            if kwargs.pop("pretrained", False):
+                raise InputError("FlexibleUNet pretrained=True would download weights; train from scratch instead")
+            kwargs.setdefault("backbone", "efficientnet-b0")
+            return nets.FlexibleUNet(
+                in_channels=in_channels, out_channels=out_channels, spatial_dims=dims, pretrained=False, **kwargs
+            )
+        kwargs.setdefault("channels", (16, 32, 64))
+        kwargs.setdefault("strides", (2, 2, 2))
+        in_shape = (in_channels, *config["preprocessing"]["patch_size"])
+        return nets.Classifier(in_shape=in_shape, classes=out_channels, **kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"cannot build {name} from the model config: {error}") from error

@@ -1,0 +1,190 @@
+"""Training configuration: YAML on top of defaults, plus `key.sub=value` command-line overrides.
+
+Every key must exist in DEFAULTS (a typo would otherwise silently train with a default); only the
+sections in FREE_FORM take arbitrary keys because their owners validate them (`model.kwargs` goes to the
+MONAI network constructor, `data.phantom.options` to `make_thorax_phantom`).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from ..errors import InputError
+
+DEFAULTS: dict = {
+    # segmentation: per-artery label maps; slice_classification: calcium yes/no per slice (seed 003);
+    # vessel_regression: per-artery Agatston from a whole scan (seed 004).
+    "task": "segmentation",
+    "seed": 0,
+    "output_dir": "runs/model",
+    # Becomes the package's model config through models.make_config (network, kwargs for MONAI).
+    "model": {
+        "network": "UNet",  # UNet | DynUNet | FlexibleUNet
+        "spatial_dims": 2,
+        "inplane_spacing_mm": 0.8,  # cases are resampled to this before training, as inference does
+        "slice_spacing_mm": None,  # 3D: resample slices too (None: keep)
+        "kwargs": {},  # MONAI constructor arguments; empty: the models module's defaults
+    },
+    "data": {
+        "source": "manifest",  # manifest | phantom
+        "manifest": None,
+        "phantom": {
+            "train_seeds": [0, 8],  # range(start, stop)
+            "val_seeds": [1000, 1002],
+            "shape": [32, 128, 128],  # (z, y, x)
+            "options": {},
+        },
+        "hu_window": [-200.0, 1300.0],  # scaled to [0, 1] and clipped
+        "patch_size": [96, 96],  # array order: (y, x) in 2D, (z, y, x) in 3D
+        "samples_per_image": 2,
+        "sampling": "posneg",  # posneg (RandCropByPosNegLabel) | classes (RandCropByLabelClasses)
+        "pos_fraction": 0.5,  # posneg: share of crops centred on calcium
+        "class_ratios": None,  # classes: one weight per label id 0..4 (None: equal)
+        "negative_slice_ratio": 1.0,  # 2D: calcium-free slices drawn per calcium slice each epoch
+        "num_workers": 0,
+    },
+    "augment": {
+        "flip_prob": 0.5,
+        "rotate_prob": 0.2,
+        "rotate_deg": 15.0,
+        "shift_prob": 0.3,
+        "shift_offset": 0.05,  # in windowed [0, 1] units
+        "noise_prob": 0.2,
+        "noise_std": 0.01,
+        "smooth_prob": 0.1,
+        "smooth_sigma": [0.25, 0.75],  # voxels
+    },
+    "split": {
+        "folds": 5,  # patient-wise k-fold; 1 = hold out val_fraction of the patients
+        "fold": 0,
+        "val_fraction": 0.2,
+    },
+    "loss": {
+        "name": "dice_ce",  # tversky | dice | dice_ce | dice_focal | focal | bce | mse
+        "alpha": 0.5,  # Tversky, MONAI semantics: weight of false positives
+        "beta": 0.5,  # Tversky: weight of false negatives
+        "gamma": 2.0,  # focal
+        "include_background": False,
+    },
+    "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5, "momentum": 0.99},
+    "scheduler": {"name": "plateau", "factor": 0.5, "patience": 5, "power": 0.9},
+    "train": {
+        "epochs": 50,
+        "batch_size": 8,
+        "val_every": 1,
+        "early_stopping_patience": 10,  # validations without improvement; 0 = off
+        "amp": True,  # used on CUDA only
+        "device": "auto",  # auto | cpu | cuda
+        "progress": True,
+        "max_steps_per_epoch": None,
+    },
+    "export": {
+        "package": True,
+        "model_id": None,  # default: output_dir's name
+        "version": "0.1.0",
+        "title": None,
+        "training_data": None,  # free text for the model card; default describes the data source
+    },
+}
+
+FREE_FORM = {"model.kwargs", "data.phantom.options"}
+
+CHOICES = {
+    "task": ("segmentation", "slice_classification", "vessel_regression"),
+    "data.source": ("manifest", "phantom"),
+    "data.sampling": ("posneg", "classes"),
+    "loss.name": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce", "mse"),
+    "optim.name": ("adamw", "sgd"),
+    "scheduler.name": ("plateau", "poly", "none"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "model.spatial_dims": (2, 3),
+}
+
+
+def _merge(base: dict, update: dict, prefix: str, unknown: list[str]) -> None:
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if path in FREE_FORM:
+            if not isinstance(value, dict):
+                raise InputError(f"config key {path} must be a mapping; fix the config")
+            base[key] = {**base.get(key, {}), **copy.deepcopy(value)}
+        elif key not in base:
+            unknown.append(path)
+        elif isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise InputError(f"config key {path} must be a mapping; fix the config")
+            _merge(base[key], value, f"{path}.", unknown)
+        else:
+            base[key] = value
+
+
+def merge_config(base: dict, update: dict) -> dict:
+    """`update` laid over a copy of `base`; unknown keys raise one InputError naming all of them."""
+    merged = copy.deepcopy(base)
+    unknown: list[str] = []
+    _merge(merged, update, "", unknown)
+    if unknown:
+        raise InputError(f"unknown config key(s): {', '.join(unknown)}; check the spelling against configs/")
+    return merged
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`a.b=value` strings to a nested mapping; values typed by YAML (`0.9`, `[1, 2]`, `null`, `true`)."""
+    nested: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"override {item!r} is not key=value; write e.g. loss.alpha=0.9")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            raise InputError(f"override {item!r} has an unreadable value ({error.__class__.__name__})") from None
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {item!r} conflicts with another override of {part}")
+        node[parts[-1]] = value
+    return nested
+
+
+def _check_choices(config: dict) -> None:
+    for path, allowed in CHOICES.items():
+        node = config
+        for part in path.split("."):
+            node = node[part]
+        if node not in allowed:
+            raise InputError(f"config {path}={node!r} is not one of {', '.join(allowed)}")
+    split = config["split"]
+    if int(split["folds"]) < 1 or not 0 <= int(split["fold"]) < int(split["folds"]):
+        raise InputError(
+            f"split.fold={split['fold']} must lie in 0..folds-1 (folds={split['folds']}); fix the fold index"
+        )
+    if config["data"]["source"] == "manifest" and not config["data"]["manifest"]:
+        raise InputError("data.source is manifest but data.manifest is not set; give data.manifest=PATH")
+    low, high = config["data"]["hu_window"]
+    if not float(low) < float(high):
+        raise InputError(f"data.hu_window {low}..{high} is empty; give [low, high] with low < high")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Defaults <- YAML file <- overrides, checked (relative paths are taken from the working directory)."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"config file {path} not found; give a YAML file such as configs/unet2d_tversky.yaml")
+        try:
+            from_file = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise InputError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(from_file, dict):
+            raise InputError(f"config file {path} must hold a mapping of sections")
+        config = merge_config(config, from_file)
+    config = merge_config(config, parse_overrides(overrides or []))
+    _check_choices(config)
+    return config

@@ -1,0 +1,215 @@
+"""Training data: cases from a manifest or generated phantoms, patient-wise splits, MONAI transforms, sampling.
+
+Cases are held in memory as HU arrays (z, y, x) with their uint8 label maps; the transforms window them
+(ScaleIntensityRange) and crop/augment them on the fly. 2D training works on axial slices, 3D on patches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import SimpleITK as sitk
+from monai.transforms import (
+    Compose,
+    RandCropByLabelClassesd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotated,
+    RandShiftIntensityd,
+    ScaleIntensityRange,
+    ScaleIntensityRanged,
+    SpatialPadd,
+)
+from sklearn.model_selection import KFold
+
+from ..errors import InputError
+from ..labels import MAX_LABEL
+
+NUM_CLASSES = MAX_LABEL + 1  # background + arteries
+
+
+@dataclass
+class Case:
+    id: str
+    patient_id: str
+    image: np.ndarray  # (z, y, x) HU float32
+    labels: np.ndarray | None  # (z, y, x) uint8, None for score-only cases
+    spacing: tuple[float, float, float]  # (x, y, z) mm
+    reference_scores: dict = field(default_factory=dict)
+
+
+def manifest_cases(path) -> list[Case]:
+    from ..data.manifest import load_manifest
+    from ..io import read_ct, read_labels
+
+    cases = []
+    for entry in load_manifest(path).cases:
+        ct = read_ct(entry.image)
+        labels = None if entry.labels is None else read_labels(entry.labels, ct)
+        cases.append(
+            Case(
+                id=entry.id,
+                patient_id=entry.patient_id or entry.id,
+                image=ct.array.astype(np.float32, copy=False),
+                labels=labels,
+                spacing=tuple(ct.spacing),
+                reference_scores=entry.reference_scores,
+            )
+        )
+    if not cases:
+        raise InputError(f"manifest {path} lists no cases; import a dataset first")
+    return cases
+
+
+def phantom_cases(seeds: range, shape, options: dict) -> list[Case]:
+    """One generated thorax phantom per seed; each phantom is its own patient."""
+    from ..phantom import make_thorax_phantom
+    from ..scoring import ScoringParams, score_volume
+
+    cases = []
+    for seed in seeds:
+        phantom = make_thorax_phantom(seed=seed, shape=tuple(shape), **options)
+        result = score_volume(phantom.ct, phantom.labels, ScoringParams())
+        cases.append(
+            Case(
+                id=f"phantom-{seed}",
+                patient_id=f"phantom-{seed}",
+                image=phantom.ct.array.astype(np.float32, copy=False),
+                labels=np.asarray(phantom.labels, dtype=np.uint8),
+                spacing=tuple(phantom.ct.spacing),
+                reference_scores={
+                    key: {"agatston": float(value.agatston)} for key, value in result.arteries.items()
+                },
+            )
+        )
+    return cases
+
+
+def resample_case(case: Case, inplane_mm: float | None, slice_mm: float | None) -> Case:
+    """The case on the grid the network sees (linear for HU, nearest for labels); unchanged where None."""
+    spacing = list(case.spacing)
+    target = [inplane_mm or spacing[0], inplane_mm or spacing[1], slice_mm or spacing[2]]
+    if np.allclose(target, spacing):
+        return case
+    size = [max(1, round(n * s / t)) for n, s, t in zip(case.image.shape[::-1], spacing, target, strict=True)]
+
+    def resample(array: np.ndarray, interpolator, pixel_type) -> np.ndarray:
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(spacing)
+        return sitk.GetArrayFromImage(
+            sitk.Resample(image, size, sitk.Transform(), interpolator, (0.0, 0.0, 0.0), target, image.GetDirection(), 0, pixel_type)
+        )
+
+    image = resample(case.image, sitk.sitkLinear, sitk.sitkFloat32)
+    labels = None if case.labels is None else resample(case.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    return replace(case, image=image, labels=labels, spacing=tuple(target))
+
+
+def patient_split(patient_ids: list[str], folds: int, fold: int, seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, validation) patient ids: fold `fold` of a seeded k-fold over patients, or a held-out fraction."""
+    patients = sorted(set(patient_ids))
+    if folds > 1:
+        if len(patients) < folds:
+            raise InputError(f"{len(patients)} patients cannot make {folds} folds; lower split.folds")
+        train_index, val_index = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(patients))[fold]
+        return [patients[i] for i in train_index], [patients[i] for i in val_index]
+    if len(patients) < 2:
+        raise InputError("a train/validation split needs at least 2 patients; add cases")
+    order = np.random.default_rng(seed).permutation(len(patients))
+    n_val = min(len(patients) - 1, max(1, math.ceil(val_fraction * len(patients))))
+    val = sorted(patients[i] for i in order[:n_val])
+    return [p for p in patients if p not in set(val)], val
+
+
+def load_cases(config: dict) -> tuple[list[Case], list[Case]]:
+    """(train, validation) cases as the config's data source and split say, on the network's grid."""
+    train, val = _split_cases(config)
+    model = config["model"]
+    grid = (model["inplane_spacing_mm"], model["slice_spacing_mm"] if int(model["spatial_dims"]) == 3 else None)
+    return [resample_case(c, *grid) for c in train], [resample_case(c, *grid) for c in val]
+
+
+def _split_cases(config: dict) -> tuple[list[Case], list[Case]]:
+    data = config["data"]
+    if data["source"] == "phantom":
+        phantom = data["phantom"]
+        train = phantom_cases(range(*phantom["train_seeds"]), phantom["shape"], phantom["options"])
+        val = phantom_cases(range(*phantom["val_seeds"]), phantom["shape"], phantom["options"])
+        if not train or not val:
+            raise InputError("data.phantom.train_seeds and val_seeds must each give at least one seed ([start, stop])")
+        if {c.id for c in train} & {c.id for c in val}:
+            raise InputError("data.phantom train_seeds and val_seeds overlap; give disjoint ranges")
+        return train, val
+    cases = manifest_cases(data["manifest"])
+    split = config["split"]
+    train_ids, val_ids = patient_split(
+        [c.patient_id for c in cases], int(split["folds"]), int(split["fold"]), int(config["seed"]), float(split["val_fraction"])
+    )
+    train_set, val_set = set(train_ids), set(val_ids)
+    return [c for c in cases if c.patient_id in train_set], [c for c in cases if c.patient_id in val_set]
+
+
+def window(config: dict):
+    """The HU window as a MONAI transform: [low, high] HU -> [0, 1], clipped (same at training and inference)."""
+    low, high = (float(v) for v in config["data"]["hu_window"])
+    return ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+
+
+def train_transforms(config: dict, spatial_dims: int) -> Compose:
+    data, aug = config["data"], config["augment"]
+    low, high = (float(v) for v in data["hu_window"])
+    patch = [int(p) for p in data["patch_size"]]
+    if len(patch) != spatial_dims:
+        raise InputError(f"data.patch_size {patch} needs {spatial_dims} values for a {spatial_dims}D model")
+    keys = ["image", "label"]
+    if data["sampling"] == "classes":
+        crop = RandCropByLabelClassesd(
+            keys=keys,
+            label_key="label",
+            spatial_size=patch,
+            ratios=data["class_ratios"],
+            num_classes=NUM_CLASSES,
+            num_samples=int(data["samples_per_image"]),
+            warn=False,
+        )
+    else:
+        pos = float(data["pos_fraction"])
+        crop = RandCropByPosNegLabeld(
+            keys=keys, label_key="label", spatial_size=patch, pos=pos, neg=1.0 - pos, num_samples=int(data["samples_per_image"])
+        )
+    in_plane = (spatial_dims - 2, spatial_dims - 1)  # flips and rotation stay in the axial plane
+    sigma = tuple(float(s) for s in aug["smooth_sigma"])
+    radians = math.radians(float(aug["rotate_deg"]))
+    return Compose(
+        [
+            ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
+            SpatialPadd(keys=keys, spatial_size=patch),
+            crop,
+            *[RandFlipd(keys=keys, prob=float(aug["flip_prob"]), spatial_axis=axis) for axis in in_plane],
+            RandRotated(keys=keys, range_x=radians, prob=float(aug["rotate_prob"]), mode=("bilinear", "nearest")),
+            RandShiftIntensityd(keys="image", offsets=float(aug["shift_offset"]), prob=float(aug["shift_prob"])),
+            RandGaussianNoised(keys="image", std=float(aug["noise_std"]), prob=float(aug["noise_prob"])),
+            RandGaussianSmoothd(keys="image", sigma_x=sigma, sigma_y=sigma, sigma_z=sigma, prob=float(aug["smooth_prob"])),
+        ]
+    )
+
+
+def slice_items(cases: list[Case], negative_ratio: float, rng: np.random.Generator) -> list[dict]:
+    """2D items for one epoch: every slice with calcium plus `negative_ratio` times as many calcium-free slices."""
+    positives, negatives = [], []
+    for case in cases:
+        has_calcium = case.labels.reshape(case.labels.shape[0], -1).any(axis=1)
+        for z in range(case.image.shape[0]):
+            item = {"image": case.image[z][None], "label": case.labels[z][None], "case": case.id, "slice": z}
+            (positives if has_calcium[z] else negatives).append(item)
+    n_negative = min(len(negatives), round(negative_ratio * max(len(positives), 1)))
+    chosen = rng.choice(len(negatives), size=n_negative, replace=False) if n_negative else []
+    return positives + [negatives[i] for i in sorted(chosen)]
+
+
+def volume_items(cases: list[Case]) -> list[dict]:
+    return [{"image": c.image[None], "label": c.labels[None], "case": c.id} for c in cases]

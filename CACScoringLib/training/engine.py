@@ -1,0 +1,228 @@
+"""The training loop: seeded epochs, validation, best/last checkpoints, resume, early stopping, export.
+
+Determinism: every epoch reseeds torch/numpy/python (monai.utils.set_determinism), the transforms and the
+sampler from (seed, epoch), so a run resumed from `last.pt` repeats the uninterrupted run's losses exactly
+without storing random states in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from monai.data import DataLoader, Dataset
+from monai.utils import set_determinism
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from . import distributed
+from .data import load_cases
+from .losses import build_loss
+from .tasks import build_task
+
+CHECKPOINT_DIR = "checkpoints"
+# Calcium-free slices are drawn on purpose (class balance); MONAI warns for each of them.
+warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    epochs_run: int  # epochs completed, counting those before a resume
+    best_epoch: int  # 1-based; 0 when no validation improved
+    best_metric: float
+    history: list[dict]  # one row per epoch: epoch, train_loss, lr and, when validated, the val_* values
+    package_dir: Path | None
+    model: nn.Module  # the unwrapped network, holding the best weights
+
+
+def build_optimizer(params, optim_config: dict) -> torch.optim.Optimizer:
+    lr, decay = float(optim_config["lr"]), float(optim_config["weight_decay"])
+    if optim_config["name"] == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(optim_config["momentum"]), weight_decay=decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+
+
+def build_scheduler(optimizer, scheduler_config: dict, epochs: int):
+    """ReduceLROnPlateau on the validation metric, or nnU-Net's poly decay per epoch (None: constant)."""
+    name = scheduler_config["name"]
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=float(scheduler_config["factor"]), patience=int(scheduler_config["patience"])
+        )
+    if name == "poly":
+        power = float(scheduler_config["power"])
+        # A lambda (not PolynomialLR) so that a resumed run with more epochs decays to its new end.
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: max(0.0, 1.0 - epoch / epochs) ** power)
+    return None
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + rank) % (2**32)
+
+
+def _mean_across_ranks(value: float, info: distributed.DistInfo) -> float:
+    if not info.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item() / info.world_size)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"--resume: no checkpoint at {path}; train without --resume first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(config: dict, resume: bool = False) -> TrainResult:
+    """Train as `config` (from config.load_config) says; under torchrun each process calls this."""
+    info = distributed.setup(config["train"]["device"])
+    try:
+        return _train(config, resume, info)
+    finally:
+        distributed.cleanup(info)
+
+
+def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResult:
+    seed, tcfg = int(config["seed"]), config["train"]
+    epochs = int(tcfg["epochs"])
+    set_determinism(seed=seed)
+    output_dir = Path(config["output_dir"])
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    if info.is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    train_cases, val_cases = load_cases(config)
+    task = build_task(config, train_cases, val_cases)
+    model = task.build_model().to(info.device)
+    loss_fn = build_loss(config["loss"], config["task"])
+    optimizer = build_optimizer(model.parameters(), config["optim"])
+    scheduler = build_scheduler(optimizer, config["scheduler"], epochs)
+    use_amp = bool(tcfg["amp"]) and info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_metric, best_epoch, stale, history = 0, -math.inf, 0, 0, []
+    if resume:
+        state = _load_checkpoint(checkpoint_dir / "last.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_metric, best_epoch = int(state["epoch"]), float(state["best_metric"]), int(state["best_epoch"])
+        stale, history = int(state["stale"]), list(state["history"])
+    net = distributed.wrap(model, info)
+
+    writer = None
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+    patience = int(tcfg["early_stopping_patience"])
+    max_steps = tcfg["max_steps_per_epoch"]
+    batch_size = int(tcfg["batch_size"])
+
+    for epoch in range(start_epoch, epochs):
+        set_determinism(seed=_epoch_seed(seed, epoch))
+        task.transforms.set_random_state(seed=_epoch_seed(seed, epoch, info.rank))
+        items = task.epoch_items(np.random.default_rng([seed, epoch]))
+        dataset = Dataset(items, transform=task.transforms)
+        # The same item list on every rank, so the sampler gives each rank a disjoint share of it.
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=int(config["data"]["num_workers"]))
+
+        net.train()
+        total, steps = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not (info.is_main and tcfg["progress"]))
+        for batch in bar:
+            inputs, targets = task.batch(batch, info.device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext():
+                loss = loss_fn(net(inputs), targets)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach())
+            steps += 1
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+            if max_steps and steps >= int(max_steps):
+                break
+        row = {"epoch": epoch + 1, "train_loss": _mean_across_ranks(total / max(steps, 1), info), "lr": optimizer.param_groups[0]["lr"]}
+
+        validated = (epoch + 1) % int(tcfg["val_every"]) == 0 or epoch + 1 == epochs
+        improved = False
+        if validated:
+            # Every rank validates the same cases with the same weights, so all take the same
+            # scheduler and early-stopping decisions without exchanging them.
+            net.eval()
+            row.update(task.validate(model, loss_fn, info.device))
+            metric = row[task.metric_name]
+            improved = metric > best_metric
+            if improved:
+                best_metric, best_epoch, stale = metric, epoch + 1, 0
+            else:
+                stale += 1
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(metric)
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            scheduler.step()
+        history.append(row)
+
+        if info.is_main:
+            for key, value in row.items():
+                if isinstance(value, float):
+                    writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "stale": stale,
+                "history": history,
+            }
+            torch.save(state, checkpoint_dir / "last.pt")
+            if improved:
+                torch.save({"model": model.state_dict(), "epoch": epoch + 1, "metric": best_metric}, checkpoint_dir / "best.pt")
+            summary = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: {summary}")
+        if patience and stale >= patience:
+            if info.is_main:
+                tqdm.write(f"early stopping: {task.metric_name} did not improve for {stale} validations")
+            break
+
+    distributed.barrier(info)
+    best_path = checkpoint_dir / "best.pt"
+    if best_path.is_file():
+        model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True)["model"])
+    package_dir = None
+    if info.is_main:
+        writer.close()
+        if config["export"]["package"]:
+            from .export import export_package
+
+            package_dir = export_package(config, model, task, history, best_epoch, train_cases, val_cases)
+    distributed.barrier(info)
+    return TrainResult(
+        output_dir=output_dir,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        history=history,
+        package_dir=package_dir,
+        model=model,
+    )

@@ -1,0 +1,56 @@
+"""Loss functions by config name. Segmentation losses take logits (B, C, ...) and integer labels (B, 1, ...)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
+from torch import nn
+
+from ..errors import InputError
+
+
+class OneHotBCELoss(nn.Module):
+    """Binary cross-entropy per output channel against the one-hot label (seed 000's BCE baseline)."""
+
+    def __init__(self, include_background: bool = False):
+        super().__init__()
+        self.include_background = include_background
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        one_hot = F.one_hot(target[:, 0].long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+        first = 0 if self.include_background else 1
+        return F.binary_cross_entropy_with_logits(logits[:, first:], one_hot[:, first:])
+
+
+def build_loss(loss_config: dict, task: str = "segmentation") -> nn.Module:
+    """The configured loss. Tversky keeps MONAI's meaning: `alpha` weighs false positives, `beta` false negatives."""
+    name = loss_config["name"]
+    if task == "slice_classification":
+        if name != "bce":
+            raise InputError(f"loss.name={name} does not fit task slice_classification; use loss.name=bce")
+        return nn.BCEWithLogitsLoss()
+    if task == "vessel_regression":
+        if name != "mse":
+            raise InputError(f"loss.name={name} does not fit task vessel_regression; use loss.name=mse")
+        return nn.MSELoss()
+    include_background = bool(loss_config["include_background"])
+    common = {"to_onehot_y": True, "softmax": True, "include_background": include_background}
+    if name == "tversky":
+        return TverskyLoss(alpha=float(loss_config["alpha"]), beta=float(loss_config["beta"]), **common)
+    if name == "dice":
+        return DiceLoss(**common)
+    if name == "dice_ce":
+        return DiceCELoss(**common)
+    if name == "dice_focal":
+        return DiceFocalLoss(gamma=float(loss_config["gamma"]), **common)
+    if name == "focal":
+        return FocalLoss(
+            include_background=include_background,
+            to_onehot_y=True,
+            gamma=float(loss_config["gamma"]),
+            use_softmax=True,
+        )
+    if name == "bce":
+        return OneHotBCELoss(include_background=include_background)
+    raise InputError(f"loss.name={name} does not fit task {task}; use tversky, dice, dice_ce, dice_focal, focal or bce")

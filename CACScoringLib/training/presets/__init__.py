@@ -1,0 +1,1 @@
+"""Pieces of the paper presets in configs/ that are more than configuration."""

@@ -1,0 +1,242 @@
+"""Model packages: a folder in the spirit of a MONAI bundle.
+
+    config.json      network name + kwargs, spatial_dims, preprocessing, labels, components
+    model.safetensors  weights (a state_dict `model.pt` is accepted, loaded with weights_only=True)
+    metadata.json    id, version, training data, measured accuracy, monai/torch versions, created
+    checksums.json   SHA-256 of every file above (and of each component's checksums.json)
+    <component>/     optional sub-packages named in config["components"] ("heart_roi", "fp_classifier")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import InputError
+from .networks import build_network, validate_config
+
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+CHECKSUM_FILE = "checksums.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_DICT_FILE = "model.pt"
+COMPONENT_NAMES = ("heart_roi", "fp_classifier")
+
+
+@dataclass
+class ModelPackage:
+    """A loaded model: network in eval mode on `device`, its config and metadata."""
+
+    folder: Path
+    config: dict
+    metadata: dict
+    network: nn.Module
+    device: torch.device
+    components: dict[str, ModelPackage] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.metadata.get("id", self.folder.name))
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "unknown"))
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.config["spatial_dims"])
+
+    @property
+    def weights_path(self) -> Path:
+        return _weights_file(self.folder)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available else CPU; asking for CUDA without one is an InputError."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{device}' requested but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise InputError(f"unknown device '{device}'; use auto, cuda or cpu")
+
+
+def save_package(
+    folder: str | Path,
+    network: nn.Module,
+    config: dict,
+    metadata: dict | None = None,
+    components: Mapping[str, tuple[nn.Module, dict]] | None = None,
+) -> Path:
+    """Write a model package (config, safetensors weights, metadata, checksums) and return its folder.
+
+    metadata may hold any of: id (default: folder name), version (default "0.1.0"), title, description,
+    training_data, accuracy (dict of measured figures); versions and creation time are added here.
+    components maps "heart_roi"/"fp_classifier" to (network, config) and is saved as sub-packages."""
+    from monai import __version__ as monai_version
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    validate_config(config)
+    _check_network_matches(network, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads(json.dumps(config))  # a plain JSON copy; also rejects non-serialisable values
+    config["components"] = {}
+    for name, (component_network, component_config) in (components or {}).items():
+        if name not in COMPONENT_NAMES:
+            raise InputError(f"unknown model component '{name}'; use one of {', '.join(COMPONENT_NAMES)}")
+        save_package(folder / name, component_network, component_config, {"id": f"{folder.name}-{name}"})
+        config["components"][name] = name
+    meta = {
+        "id": folder.name,
+        "version": "0.1.0",
+        "training_data": None,
+        "accuracy": None,
+        **(metadata or {}),
+        "monai_version": monai_version,
+        "torch_version": torch.__version__,
+        "cacscoring_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (folder / STATE_DICT_FILE).unlink(missing_ok=True)
+    save_model(network, str(folder / WEIGHTS_FILE))
+    _write_json(folder / CONFIG_FILE, config)
+    _write_json(folder / METADATA_FILE, meta)
+    listed = [CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE] + [f"{name}/{CHECKSUM_FILE}" for name in config["components"]]
+    _write_json(folder / CHECKSUM_FILE, {"sha256": {name: sha256_file(folder / name) for name in listed}})
+    return folder
+
+
+def load_package(
+    folder_or_id: str | Path | ModelPackage,
+    device: str | torch.device = "cpu",
+    registry=None,
+) -> ModelPackage:
+    """Load a package folder or a registry id (downloading into the cache if needed), checksums verified."""
+    if isinstance(folder_or_id, ModelPackage):
+        return folder_or_id
+    path = Path(folder_or_id)
+    expected_weights_sha = None
+    if not path.is_dir():
+        from .registry import Registry
+
+        registry = registry or Registry.load()
+        path, expected_weights_sha = registry.locate(str(folder_or_id))
+    return _load_folder(path, resolve_device(device), expected_weights_sha)
+
+
+def verify_checksums(folder: Path) -> None:
+    """Compare every file listed in checksums.json with its SHA-256; InputError names the first mismatch."""
+    checksum_path = folder / CHECKSUM_FILE
+    if not checksum_path.is_file():
+        raise InputError(f"model package {folder} has no {CHECKSUM_FILE}; re-export it with save_package()")
+    listed = _read_json(checksum_path).get("sha256", {})
+    weights = _weights_file(folder)
+    for required in (CONFIG_FILE, weights.name):
+        if required not in listed:
+            raise InputError(f"{CHECKSUM_FILE} in {folder} does not list {required}; re-export the model package")
+    for name, expected in listed.items():
+        target = folder / name
+        if not target.is_file():
+            raise InputError(f"model file {target} is missing; reinstall the model package")
+        if sha256_file(target) != expected:
+            raise InputError(f"checksum mismatch for {target}: the file is corrupt or was changed; reinstall the model")
+
+
+def _load_folder(folder: Path, device: torch.device, expected_weights_sha: str | None = None) -> ModelPackage:
+    if not (folder / CONFIG_FILE).is_file():
+        raise InputError(f"{folder} is not a model package (no {CONFIG_FILE}); give a model folder or registry id")
+    verify_checksums(folder)
+    weights = _weights_file(folder)
+    if expected_weights_sha and sha256_file(weights) != expected_weights_sha:
+        raise InputError(f"weights {weights} do not match the registry checksum; reinstall or re-download the model")
+    config = _read_json(folder / CONFIG_FILE)
+    validate_config(config)
+    metadata = _read_json(folder / METADATA_FILE) if (folder / METADATA_FILE).is_file() else {}
+    network = build_network(config)
+    _load_weights(network, weights)
+    network.to(device).eval()
+    components = {
+        name: _load_folder(folder / sub, device) for name, sub in (config.get("components") or {}).items()
+    }
+    return ModelPackage(folder, config, metadata, network, device, components)
+
+
+def _load_weights(network: nn.Module, weights: Path) -> None:
+    if weights.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        try:
+            load_model(network, str(weights), strict=True, device="cpu")
+        except (SafetensorError, RuntimeError, OSError) as error:
+            raise InputError(f"weights {weights} do not fit the network in config.json: {_first_line(error)}") from error
+        return
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise InputError(
+            f"{weights} is not a plain state_dict (refused to unpickle arbitrary objects); save weights as safetensors"
+        ) from error
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{weights} is not a state_dict of tensors; save weights as safetensors")
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise InputError(f"weights {weights} do not fit the network in config.json: {_first_line(error)}") from error
+
+
+def _weights_file(folder: Path) -> Path:
+    safetensors_path = folder / WEIGHTS_FILE
+    if safetensors_path.is_file() or not (folder / STATE_DICT_FILE).is_file():
+        return safetensors_path
+    return folder / STATE_DICT_FILE
+
+
+def _check_network_matches(network: nn.Module, config: dict) -> None:
+    """Refuse to save weights that the config could not rebuild (a package that would not load)."""
+    try:
+        build_network(config).load_state_dict(network.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise InputError(f"the network does not match the config's architecture: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path} is not valid JSON ({error.msg}); reinstall the model package") from error
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")

@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import InputError
 
 # Subcommand modules, in the order `cacscoring --help` lists them.
-COMMANDS = ("score", "phantom")
+COMMANDS = ("score", "phantom", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

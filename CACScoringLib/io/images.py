@@ -1,0 +1,94 @@
+"""CT volumes from DICOM folders or NIfTI/NRRD files, and NIfTI/NRRD writing, with SimpleITK geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..volume import CTVolume, ScanInfo
+from .dicom import read_dicom_series, series_uid_of
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+SUPPORTED = "a DICOM folder, .nii, .nii.gz, .nrrd or .nhdr"
+
+
+def image_suffix(path: Path) -> str | None:
+    """The image-file suffix of `path` (".nii.gz" counts as one), or None for anything else."""
+    name = path.name.lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
+
+
+def read_sitk_image(path: Path, what: str) -> sitk.Image:
+    """A 3D single-component image file read by SimpleITK; InputError names the problem otherwise."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        raise InputError(f"cannot read {what} {path} ({reason}); the file may be truncated or corrupt") from error
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} values per voxel; "
+            "expected a single-channel volume (export one volume or one labelmap)"
+        )
+    if image.GetDimension() != 3:
+        raise InputError(f"{what} {path} is {image.GetDimension()}D; expected one 3D volume")
+    return image
+
+
+def read_image_file(path: str | Path) -> CTVolume:
+    """A NIfTI/NRRD/MetaImage CT volume in HU, geometry as SimpleITK reads it (LPS, oblique kept)."""
+    path = Path(path)
+    image = read_sitk_image(path, "image")
+    info = ScanInfo(
+        slice_increment_mm=float(image.GetSpacing()[2]),
+        modality="CT",
+        source=str(path),
+        warnings=[
+            f"{path.name} carries no kVp or slice thickness; scoring assumes 120 kVp and a slice thickness "
+            "equal to the slice increment"
+        ],
+    )
+    return CTVolume.from_sitk(image, info)
+
+
+def read_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
+    """Read a CT volume in HU (float32) from a DICOM folder (searched recursively), a DICOM file of a
+    series (its whole series in that folder is read), or a NIfTI/NRRD file.
+
+    With several DICOM series under the folder, `series_uid` picks one; without it an InputError lists them.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; give {SUPPORTED}")
+    if path.is_dir():
+        return read_dicom_series(path, series_uid)
+    if image_suffix(path):
+        return read_image_file(path)
+    uid = series_uid_of(path)
+    if uid is None:
+        raise InputError(f"{path} is not a DICOM or image file; give {SUPPORTED}")
+    return read_dicom_series(path.parent, series_uid or uid)
+
+
+def _writable_suffix(path: Path) -> str:
+    suffix = image_suffix(path)
+    if suffix is None:
+        raise InputError(f"cannot write {path}: use a .nii, .nii.gz, .nrrd or .nhdr file name")
+    return suffix
+
+
+def write_sitk_image(image: sitk.Image, path: str | Path) -> Path:
+    path = Path(path)
+    suffix = _writable_suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # .nii stays uncompressed by definition; the other formats compress losslessly.
+    sitk.WriteImage(image, str(path), useCompression=suffix != ".nii")
+    return path
+
+
+def write_image(ct: CTVolume, path: str | Path) -> Path:
+    """Write the CT (float32 HU, with its geometry) as NIfTI or NRRD, chosen by the file extension."""
+    return write_sitk_image(ct.to_sitk(np.asarray(ct.array, dtype=np.float32)), path)

@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import InputError
 
 # Subcommand modules, in the order `cacscoring --help` lists them.
-COMMANDS = ("score", "phantom", "train")
+COMMANDS = ("score", "phantom", "train", "import_coca", "import_folder")
 
 
 def build_parser() -> argparse.ArgumentParser:

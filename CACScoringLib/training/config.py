@@ -15,9 +15,7 @@ import yaml
 from ..errors import InputError
 
 DEFAULTS: dict = {
-    # segmentation: per-artery label maps; slice_classification: calcium yes/no per slice (seed 003);
-    # vessel_regression: per-artery Agatston from a whole scan (seed 004).
-    "task": "segmentation",
+    "task": "segmentation",  # per-artery calcium label maps (the only task implemented so far)
     "seed": 0,
     "output_dir": "runs/model",
     # Becomes the package's model config through models.make_config (network, kwargs for MONAI).
@@ -63,7 +61,7 @@ DEFAULTS: dict = {
         "val_fraction": 0.2,
     },
     "loss": {
-        "name": "dice_ce",  # tversky | dice | dice_ce | dice_focal | focal | bce | mse
+        "name": "dice_ce",  # tversky | dice | dice_ce | dice_focal | focal | bce
         "alpha": 0.5,  # Tversky, MONAI semantics: weight of false positives
         "beta": 0.5,  # Tversky: weight of false negatives
         "gamma": 2.0,  # focal
@@ -93,10 +91,10 @@ DEFAULTS: dict = {
 FREE_FORM = {"model.kwargs", "data.phantom.options"}
 
 CHOICES = {
-    "task": ("segmentation", "slice_classification", "vessel_regression"),
+    "task": ("segmentation",),
     "data.source": ("manifest", "phantom"),
     "data.sampling": ("posneg", "classes"),
-    "loss.name": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce", "mse"),
+    "loss.name": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce"),
     "optim.name": ("adamw", "sgd"),
     "scheduler.name": ("plateau", "poly", "none"),
     "train.device": ("auto", "cpu", "cuda"),

@@ -106,7 +106,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
     train_cases, val_cases = load_cases(config)
     task = build_task(config, train_cases, val_cases)
     model = task.build_model().to(info.device)
-    loss_fn = build_loss(config["loss"], config["task"])
+    loss_fn = build_loss(config["loss"])
     optimizer = build_optimizer(model.parameters(), config["optim"])
     scheduler = build_scheduler(optimizer, config["scheduler"], epochs)
     use_amp = bool(tcfg["amp"]) and info.device.type == "cuda"

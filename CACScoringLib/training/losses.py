@@ -23,17 +23,9 @@ class OneHotBCELoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits[:, first:], one_hot[:, first:])
 
 
-def build_loss(loss_config: dict, task: str = "segmentation") -> nn.Module:
+def build_loss(loss_config: dict) -> nn.Module:
     """The configured loss. Tversky keeps MONAI's meaning: `alpha` weighs false positives, `beta` false negatives."""
     name = loss_config["name"]
-    if task == "slice_classification":
-        if name != "bce":
-            raise InputError(f"loss.name={name} does not fit task slice_classification; use loss.name=bce")
-        return nn.BCEWithLogitsLoss()
-    if task == "vessel_regression":
-        if name != "mse":
-            raise InputError(f"loss.name={name} does not fit task vessel_regression; use loss.name=mse")
-        return nn.MSELoss()
     include_background = bool(loss_config["include_background"])
     common = {"to_onehot_y": True, "softmax": True, "include_background": include_background}
     if name == "tversky":
@@ -53,4 +45,4 @@ def build_loss(loss_config: dict, task: str = "segmentation") -> nn.Module:
         )
     if name == "bce":
         return OneHotBCELoss(include_background=include_background)
-    raise InputError(f"loss.name={name} does not fit task {task}; use tversky, dice, dice_ce, dice_focal, focal or bce")
+    raise InputError(f"loss.name={name} is unknown; use tversky, dice, dice_ce, dice_focal, focal or bce")

@@ -102,6 +102,4 @@ class SegmentationTask:
 
 
 def build_task(config: dict, train_cases: list[Case], val_cases: list[Case]):
-    if config["task"] == "segmentation":
-        return SegmentationTask(config, train_cases, val_cases)
-    raise InputError(f"task {config['task']} is not implemented yet; use task=segmentation")
+    return SegmentationTask(config, train_cases, val_cases)

@@ -16,6 +16,8 @@ Conventions (documented in README "Data import"):
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -25,10 +27,15 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as defused_fromstring
 from skimage.draw import polygon as fill_polygon
+from tqdm import tqdm
 
 from ..errors import InputError
+from ..io import list_series, read_ct, write_image, write_labels
 from ..labels import ARTERY_BY_ID, coca_roi_to_label
+from ..scoring import ScoringParams, score_volume
 from ..volume import CTVolume
+from .manifest import ManifestCase, reference_scores_from_result, safe_case_name, write_manifest
+from .scores_xlsx import read_scores_xlsx
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -294,3 +301,249 @@ def rasterize_rois(
             {**record, "artery": ARTERY_BY_ID[label], "slice": k, "pixels": pixels, "by": found_by}
         )
     return labels, report
+
+
+# ----------------------------------------------------------------------------------------- whole import
+
+
+def find_gated_folders(root: str | Path) -> tuple[Path, Path]:
+    """(patient folder, calcium_xml folder) of a COCA gated release under `root`."""
+    root = Path(root)
+    for base in (root / "Gated_release_final", root):
+        if (base / "patient").is_dir() and (base / "calcium_xml").is_dir():
+            return base / "patient", base / "calcium_xml"
+    raise InputError(
+        f"{root} has no Gated_release_final/patient and calcium_xml folders; "
+        "point to the COCA download (or its Gated_release_final folder)"
+    )
+
+
+def _fitting_rois(ct: CTVolume, rois: list[CocaRoi]) -> int:
+    names = coca_roi_to_label()
+    return sum(1 for roi in rois if roi.name in names and roi_slice(ct, roi)[0] is not None)
+
+
+def choose_series(dicom_folder: Path, rois: list[CocaRoi]) -> tuple[CTVolume, list[dict]]:
+    """Read the series of a patient that fits the XML best, and a note per candidate series.
+
+    Order: most ROIs that land inside the series, then most slices, then the smallest SeriesInstanceUID.
+    """
+    candidates = []
+    notes = []
+    for summary in list_series(dicom_folder):
+        uid = summary.series_instance_uid
+        try:
+            ct = read_ct(dicom_folder, series_uid=uid)
+        except InputError as error:
+            notes.append({"series_instance_uid": uid, "slices": summary.n_slices, "rejected": str(error)})
+            continue
+        fit = _fitting_rois(ct, rois)
+        notes.append({"series_instance_uid": uid, "slices": ct.shape[0], "rois_inside": fit})
+        candidates.append(((-fit, -ct.shape[0], uid), ct))
+    if not candidates:
+        reasons = "; ".join(note["rejected"] for note in notes)
+        raise InputError(f"no readable CT series under {dicom_folder}: {reasons}")
+    candidates.sort(key=lambda candidate: candidate[0])
+    return candidates[0][1], notes
+
+
+def _write_case(ct, labels, case_id, output: Path, scoring_params, patient_id=None):
+    name = safe_case_name(case_id)
+    image_path = output / "images" / f"{name}.nii.gz"
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(ct, image_path)
+    labels_path = None
+    scores = {}
+    if labels is not None:
+        labels_path = output / "labels" / f"{name}.nii.gz"
+        labels_path.parent.mkdir(parents=True, exist_ok=True)
+        write_labels(labels, ct, labels_path)
+        scores = reference_scores_from_result(score_volume(ct, labels, scoring_params))
+    return ManifestCase(
+        id=case_id,
+        image=image_path,
+        labels=labels_path,
+        spacing=tuple(ct.spacing),
+        shape=tuple(ct.shape),
+        reference_scores=scores,
+        patient_id=patient_id or case_id,
+    )
+
+
+def _import_patient(pid, patient_dir, xml_dir, output, missing_xml_as_negative, area_rel_tolerance, params):
+    entry: dict = {"id": pid, "status": "skipped"}
+    xml_path = xml_dir / f"{pid}.xml"
+    dicom_folder = patient_dir / pid
+    if not dicom_folder.is_dir():
+        entry["reason"] = f"no DICOM folder patient/{pid}"
+        return None, entry
+    if xml_path.is_file():
+        rois, unreadable = read_calcium_xml(xml_path)
+    elif missing_xml_as_negative:
+        rois, unreadable = [], []
+        entry["note"] = "no calcium XML: imported as a patient without calcium"
+    else:
+        entry["reason"] = f"no calcium XML calcium_xml/{pid}.xml (use --missing-xml-as-negative to import it)"
+        return None, entry
+    ct, series_notes = choose_series(dicom_folder, rois)
+    labels, raster = rasterize_rois(rois, ct, area_rel_tolerance)
+    case = _write_case(ct, labels, pid, output, params)
+    entry.update(
+        status="imported",
+        series_instance_uid=ct.info.series_instance_uid,
+        series_candidates=series_notes,
+        slices=ct.shape[0],
+        unreadable_rois=unreadable,
+        **raster.to_dict(),
+        reference_scores=case.reference_scores,
+        reader_warnings=list(ct.info.warnings),
+    )
+    return case, entry
+
+
+def summarize(entries: list[dict]) -> dict:
+    """Counts over the per-patient report entries."""
+    imported = [e for e in entries if e["status"] == "imported"]
+
+    def total(key):
+        return sum(len(e.get(key, [])) for e in imported)
+
+    return {
+        "patients": len(entries),
+        "imported": len(imported),
+        "skipped": len(entries) - len(imported),
+        "rois_imported": total("imported"),
+        "rois_skipped": total("skipped") + total("unreadable_rois"),
+        "area_mismatches": total("area_mismatches"),
+        "conflicts": total("conflicts"),
+        "image_index_disagreements": total("image_index_disagreements"),
+    }
+
+
+def import_coca_gated(
+    root: str | Path,
+    output: str | Path,
+    patients: list[str] | None = None,
+    missing_xml_as_negative: bool = False,
+    area_rel_tolerance: float = 0.1,
+    scoring_params=None,
+    progress: bool = True,
+) -> dict:
+    """Import the COCA gated set into a training folder (images/, labels/, manifest.json, report.json).
+
+    A patient whose data cannot be used is skipped with its reason; the returned report (also written to
+    report.json) lists per patient what was imported, skipped and flagged.
+    """
+    patient_dir, xml_dir = find_gated_folders(root)
+    output = Path(output)
+    params = scoring_params or ScoringParams()
+    found = {p.name for p in patient_dir.iterdir() if p.is_dir()} | {p.stem for p in xml_dir.glob("*.xml")}
+    ids = sorted(found) if patients is None else list(dict.fromkeys(patients))
+    cases, entries = [], []
+    for pid in tqdm(ids, desc="COCA gated", unit="patient", disable=not progress):
+        if pid not in found:
+            entries.append(
+                {"id": pid, "status": "skipped", "reason": "no DICOM folder and no XML for this id"}
+            )
+            continue
+        try:
+            case, entry = _import_patient(
+                pid, patient_dir, xml_dir, output, missing_xml_as_negative, area_rel_tolerance, params
+            )
+        except InputError as error:
+            case, entry = None, {"id": pid, "status": "skipped", "reason": str(error)}
+        entries.append(entry)
+        if case is not None:
+            cases.append(case)
+    report = {"source": "coca-gated", "root": str(Path(root).resolve()), "summary": summarize(entries)}
+    report["patients"] = entries
+    output.mkdir(parents=True, exist_ok=True)
+    write_manifest(output, "coca-gated", cases)
+    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _folders_by_name(root: Path) -> dict[str, list[Path]]:
+    index: dict[str, list[Path]] = {}
+    for folder, dirs, _ in os.walk(root):
+        dirs.sort()
+        for name in dirs:
+            index.setdefault(name, []).append(Path(folder) / name)
+    return index
+
+
+def import_coca_nongated(
+    root: str | Path,
+    output: str | Path,
+    scores: str | Path | None = None,
+    patients: list[str] | None = None,
+    total_abs_tolerance: float = 1.0,
+    total_rel_tolerance: float = 0.01,
+    progress: bool = True,
+) -> dict:
+    """Import the COCA non-gated set: each scores.xlsx row's DICOM folder (named by its filename, anywhere
+    under `root`) becomes an image-only case whose reference scores are the spreadsheet's Agatston scores.
+
+    Rows whose total disagrees with the per-vessel sum are imported and flagged in the report.
+    """
+    root, output = Path(root), Path(output)
+    if scores is None:
+        found = sorted(root.rglob("scores.xlsx"))
+        if not found:
+            raise InputError(f"no scores.xlsx under {root}; pass the non-gated scores file with --scores")
+        scores = found[0]
+    rows = read_scores_xlsx(scores, total_abs_tolerance, total_rel_tolerance)
+    if patients is not None:
+        wanted = set(patients)
+        rows = [row for row in rows if row.filename in wanted]
+    folders = _folders_by_name(root)
+    cases, entries = [], []
+    for row in tqdm(rows, desc="COCA non-gated", unit="patient", disable=not progress):
+        entry: dict = {"id": row.filename, "row": row.row, "status": "skipped", "problems": row.problems}
+        entries.append(entry)
+        candidates = folders.get(row.filename)
+        if not candidates:
+            entry["reason"] = f"no folder named {row.filename} under {root}"
+            continue
+        folder = min(candidates, key=lambda p: (len(p.parts), str(p)))  # the outermost one holds all files
+        try:
+            ct, series_notes = choose_series(folder, [])
+        except InputError as error:
+            entry["reason"] = str(error)
+            continue
+        name = safe_case_name(row.filename)
+        image_path = write_image(ct, output / "images" / f"{name}.nii.gz")
+        cases.append(
+            ManifestCase(
+                id=row.filename,
+                image=image_path,
+                labels=None,
+                spacing=tuple(ct.spacing),
+                shape=tuple(ct.shape),
+                reference_scores=row.reference_scores(),
+            )
+        )
+        entry.update(
+            status="imported",
+            series_instance_uid=ct.info.series_instance_uid,
+            series_candidates=series_notes,
+            slices=ct.shape[0],
+            reference_scores=row.reference_scores(),
+        )
+    summary = {
+        "patients": len(entries),
+        "imported": len(cases),
+        "skipped": len(entries) - len(cases),
+        "rows_with_problems": sum(1 for e in entries if e["problems"]),
+    }
+    report = {
+        "source": "coca-nongated",
+        "root": str(root.resolve()),
+        "scores": str(scores),
+        "summary": summary,
+    }
+    report["patients"] = entries
+    output.mkdir(parents=True, exist_ok=True)
+    write_manifest(output, "coca-nongated", cases)
+    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def reference_scores_from_result(result) -> dict[str, dict[str, float]]:
         key: {"agatston": float(value.agatston), "volume_mm3": float(value.volume_mm3)}
         for key, value in scores.items()
     }
+
+
+def safe_case_name(case_id: str) -> str:
+    """A file-name-safe version of a case id (ids become output file names)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", case_id) or "case"
 
 
 def _relative(path: Path, root: Path) -> str:

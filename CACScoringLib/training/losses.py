@@ -37,12 +37,9 @@ def build_loss(loss_config: dict) -> nn.Module:
     if name == "dice_focal":
         return DiceFocalLoss(gamma=float(loss_config["gamma"]), **common)
     if name == "focal":
-        return FocalLoss(
-            include_background=include_background,
-            to_onehot_y=True,
-            gamma=float(loss_config["gamma"]),
-            use_softmax=True,
-        )
+        # Sigmoid per class as in DiceFocalLoss: MONAI's softmax focal drops the background channel
+        # before the softmax when include_background is False, which makes the loss identically zero.
+        return FocalLoss(include_background=include_background, to_onehot_y=True, gamma=float(loss_config["gamma"]))
     if name == "bce":
         return OneHotBCELoss(include_background=include_background)
     raise InputError(f"loss.name={name} is unknown; use tversky, dice, dice_ce, dice_focal, focal or bce")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..io import read_ct, read_labels, write_image, write_labels
-from ..io.images import image_suffix
+from ..io.images import image_suffix, read_sitk_image
 from ..labels import ARTERY_LABELS
 from ..scoring import ScoringParams, score_volume
 from .manifest import ManifestCase, reference_scores_from_result, safe_case_name, write_manifest
@@ -133,12 +133,18 @@ def find_pairs(folder: str | Path) -> tuple[str, list[CasePair], dict[int, int] 
 
 def _remapped_labels(path: Path, mapping: dict[int, int], ct, scratch: Path) -> np.ndarray:
     """Labels with dataset values replaced by ours, then checked by read_labels (grid and values)."""
-    image = sitk.ReadImage(str(path))
+    image = read_sitk_image(path, "label map")
     values = sitk.GetArrayFromImage(image)
-    lookup = {int(v): mapping.get(int(v), int(v)) for v in np.unique(values)}
-    remapped = np.zeros(values.shape, dtype=np.int32)
-    for source, target in lookup.items():
-        remapped[values == source] = target
+    present = [int(v) for v in np.unique(values)]
+    unlisted = [v for v in present if v not in mapping]
+    if unlisted:
+        raise InputError(
+            f"label map {path.name} holds value(s) {unlisted} that dataset.json does not list; "
+            "add them to its labels or fix the label map"
+        )
+    remapped = np.zeros(values.shape, dtype=np.uint8)
+    for source in present:
+        remapped[values == source] = mapping[source]
     out = sitk.GetImageFromArray(remapped)
     out.CopyInformation(image)
     sitk.WriteImage(out, str(scratch))

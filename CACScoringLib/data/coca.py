@@ -1,7 +1,9 @@
-"""Stanford COCA gated import: per-patient calcium XML (Apple plist) + DICOM series -> image/label NIfTI pairs.
+"""Stanford COCA import into a training folder.
 
-Layout read: `<root>/Gated_release_final/patient/<pid>/**/*.dcm` and `<root>/Gated_release_final/calcium_xml/<pid>.xml`
+Gated: per-patient calcium XML (Apple plist) + DICOM series -> image/label NIfTI pairs. Layout read:
+`<root>/Gated_release_final/patient/<pid>/**/*.dcm` and `<root>/Gated_release_final/calcium_xml/<pid>.xml`
 (`root` may also be the Gated_release_final folder itself).
+Non-gated: DICOM series + scores.xlsx -> image-only cases with the spreadsheet's per-vessel Agatston scores.
 
 Conventions (documented in README "Data import"):
 - ROI -> slice: the z of Point_mm, projected on the slice normal, picks the nearest slice within half the

@@ -1,0 +1,43 @@
+"""`cacscoring models`: the registered segmentation models (Resources/models.json)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..models.registry import Registry, list_models
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the registered segmentation models",
+        description="List the models of the registry (Resources/models.json): id, title, 2D/3D, whether it is "
+        "installed or downloadable, and which one is the default.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    registry = Registry.load()
+    rows = list_models(registry)
+    if args.json:
+        print(json.dumps({"default": registry.default, "models": rows}, indent=2))
+        return 0
+    console = Console()
+    if not rows:
+        console.print("No segmentation models are registered yet: score with --labels LABELMAP.")
+        return 0
+    table = Table(title="Segmentation models")
+    for column in ("default", "id", "title", "dims", "version", "status"):
+        table.add_column(column)
+    for row in rows:
+        status = "installed" if row["installed"] else f"downloadable ({row['source']})"
+        table.add_row("*" if row["default"] else "", row["id"], row["title"], f"{row['dims']}D", row["version"], status)
+    console.print(table)
+    if registry.default is None:
+        console.print("No default model: `cacscoring score` needs --labels or --model.")
+    return 0

@@ -126,7 +126,7 @@ def test_image_index_fallback_gives_the_same_labels(tmp_path):
     add_patient(tmp_path, "p1", coca_xml(LESIONS, with_mm=False))
     out = tmp_path / "out"
     report = import_coca_gated(tmp_path / "coca", out, progress=False)
-    assert {roi["by"] for roi in report["patients"][0]["imported"]} == {"ImageIndex"}
+    assert {roi["by"] for roi in report["patients"][0]["rois_imported"]} == {"ImageIndex"}
     case = load_manifest(out).cases[0]
     np.testing.assert_array_equal(read_labels(case.labels, read_ct(case.image)), make_ct()[1])
 
@@ -143,7 +143,7 @@ def test_flags_and_skips_are_reported_per_patient(tmp_path):
     by_id = {entry["id"]: entry for entry in report["patients"]}
     assert by_id["area"]["status"] == "imported"
     assert len(by_id["area"]["area_mismatches"]) == 1
-    assert by_id["area"]["skipped"][0]["reason"] == "unknown ROI name 'Aorta'"
+    assert by_id["area"]["rois_skipped"][0]["reason"] == "unknown ROI name 'Aorta'"
     assert by_id["xml-only"]["status"] == "skipped" and "no DICOM folder" in by_id["xml-only"]["reason"]
     assert by_id["dicom-only"]["status"] == "skipped" and "no calcium XML" in by_id["dicom-only"]["reason"]
     assert by_id["bomb"]["status"] == "skipped" and "entities" in by_id["bomb"]["reason"]
@@ -178,7 +178,7 @@ def test_patient_with_two_series_takes_the_one_the_xml_fits(tmp_path):
     report = import_coca_gated(tmp_path / "coca", out, progress=False)
     entry = report["patients"][0]
     assert sorted(note["slices"] for note in entry["series_candidates"]) == [N_SLICES, 9]
-    assert entry["slices"] == N_SLICES and len(entry["imported"]) == 3
+    assert entry["slices"] == N_SLICES and len(entry["rois_imported"]) == 3
     case = load_manifest(out).cases[0]
     np.testing.assert_array_equal(read_labels(case.labels, read_ct(case.image)), make_ct()[1])
 

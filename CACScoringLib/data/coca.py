@@ -187,8 +187,8 @@ class RasterReport:
 
     def to_dict(self) -> dict:
         return {
-            "imported": self.imported,
-            "skipped": self.skipped,
+            "rois_imported": self.imported,
+            "rois_skipped": self.skipped,
             "area_mismatches": self.area_mismatches,
             "conflicts": self.conflicts,
             "image_index_disagreements": self.image_index_disagreements,
@@ -414,8 +414,8 @@ def summarize(entries: list[dict]) -> dict:
         "patients": len(entries),
         "imported": len(imported),
         "skipped": len(entries) - len(imported),
-        "rois_imported": total("imported"),
-        "rois_skipped": total("skipped") + total("unreadable_rois"),
+        "rois_imported": total("rois_imported"),
+        "rois_skipped": total("rois_skipped") + total("unreadable_rois"),
         "area_mismatches": total("area_mismatches"),
         "conflicts": total("conflicts"),
         "image_index_disagreements": total("image_index_disagreements"),

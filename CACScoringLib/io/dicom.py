@@ -289,8 +289,8 @@ def _usual_step(steps: np.ndarray) -> float:
     return min(step for step, count in counts.items() if count == top)
 
 
-def _slice_hu(path: Path, ds: Dataset, shape: tuple[int, int]) -> np.ndarray:
-    """One slice in HU (float32)."""
+def _read_slice_hu(path: Path, ds: Dataset, out: np.ndarray) -> None:
+    """Decode one slice and write it into `out` (a float32 (rows, columns) view of the volume) in HU."""
     if "PixelData" not in ds:
         raise InputError(f"{path} has no pixel data; remove it or point to a folder of CT image slices")
     try:
@@ -298,22 +298,22 @@ def _slice_hu(path: Path, ds: Dataset, shape: tuple[int, int]) -> np.ndarray:
     except Exception as error:  # broken or unsupported pixel data; name the file for the user
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if syntax is not None and syntax.is_compressed:
-            return _slice_hu_gdcm(path, syntax, error)
+            out[...] = _slice_hu_gdcm(path, syntax, error, out.shape)
+            return
         raise InputError(
             f"cannot read the pixel data of {path} ({error}); the file may be truncated: remove or replace it"
         ) from error
-    if stored.shape != shape:
-        raise InputError(f"{path}: pixel data has shape {stored.shape}, expected {shape}; the file is corrupt")
+    if stored.shape != out.shape:
+        raise InputError(f"{path}: pixel data has shape {stored.shape}, expected {out.shape}; the file is corrupt")
+    # In place: no temporary float copies of the slice.
+    out[...] = stored
     slope = float(ds.get("RescaleSlope") or 1.0)
-    intercept = float(ds.get("RescaleIntercept") or 0.0)
-    hu = stored.astype(np.float32)
     if slope != 1.0:
-        hu *= np.float32(slope)
-    hu += np.float32(intercept)
-    return hu
+        out *= np.float32(slope)
+    out += np.float32(ds.get("RescaleIntercept") or 0.0)
 
 
-def _slice_hu_gdcm(path: Path, syntax, error: Exception) -> np.ndarray:
+def _slice_hu_gdcm(path: Path, syntax, error: Exception, shape: tuple[int, int]) -> np.ndarray:
     """Compressed slices that pydicom has no decoder for: GDCM (inside SimpleITK) decodes and rescales to HU."""
     try:
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
@@ -322,7 +322,9 @@ def _slice_hu_gdcm(path: Path, syntax, error: Exception) -> np.ndarray:
             f"cannot decode {path} (compressed as {syntax.name}: {error}); decompress the series "
             "(e.g. gdcmconv --raw) or export it uncompressed"
         ) from error
-    return sitk.GetArrayFromImage(image).reshape(image.GetHeight(), image.GetWidth())
+    if (image.GetHeight(), image.GetWidth()) != shape:
+        raise InputError(f"{path}: decoded image is {image.GetHeight()}x{image.GetWidth()}, expected {shape}")
+    return sitk.GetArrayFromImage(image).reshape(shape)
 
 
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVolume:
@@ -337,12 +339,12 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVo
     members = [members[i] for i in order]
 
     first = members[0][1]
-    shape = (int(first.Rows), int(first.Columns))
+    array = np.empty((len(members), int(first.Rows), int(first.Columns)), dtype=np.float32)
     if "RescaleSlope" not in first or "RescaleIntercept" not in first:
         warnings.append("RescaleSlope/RescaleIntercept missing; taking stored pixel values as HU")
     with ThreadPoolExecutor(_WORKERS) as pool:
-        slices = list(pool.map(lambda member: _slice_hu(member[0], member[1], shape), members))
-    array = np.stack(slices)
+        # list() waits for every slice and re-raises the first InputError.
+        list(pool.map(lambda k: _read_slice_hu(*members[k], array[k]), range(len(members))))
 
     thicknesses = {float(ds.SliceThickness) for _, ds in members if ds.get("SliceThickness") not in (None, "")}
     thickness = float(first.SliceThickness) if first.get("SliceThickness") not in (None, "") else None

@@ -30,8 +30,6 @@ from .losses import build_loss
 from .tasks import build_task
 
 CHECKPOINT_DIR = "checkpoints"
-# Calcium-free slices are drawn on purpose (class balance); MONAI warns for each of them.
-warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
 
 
 @dataclass
@@ -88,7 +86,10 @@ def train(config: dict, resume: bool = False) -> TrainResult:
     """Train as `config` (from config.load_config) says; under torchrun each process calls this."""
     info = distributed.setup(config["train"]["device"])
     try:
-        return _train(config, resume, info)
+        with warnings.catch_warnings():
+            # Calcium-free slices are drawn on purpose (class balance); MONAI warns for each of them.
+            warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+            return _train(config, resume, info)
     finally:
         distributed.cleanup(info)
 

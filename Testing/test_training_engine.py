@@ -1,0 +1,132 @@
+"""End to end: `cacscoring train` on a tiny NIfTI dataset -> checkpoints, logs, package -> inference; resume."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from CACScoringLib.cli import main
+from CACScoringLib.data.manifest import ManifestCase, write_manifest
+from CACScoringLib.errors import InputError
+from CACScoringLib.io import read_ct, write_image, write_labels
+from CACScoringLib.training import load_config, train
+from CACScoringLib.volume import CTVolume
+
+torch.set_num_threads(1)
+SHAPE = (6, 48, 48)
+SPACING = (0.8, 0.8, 3.0)  # already the network's in-plane spacing: no resampling in these tests
+
+
+def synthetic_case(seed: int) -> tuple[CTVolume, np.ndarray]:
+    """Soft tissue with noise, an unlabelled bright 'bone' bar, and one calcified blob per artery."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(40.0, 15.0, SHAPE).astype(np.float32)
+    image[:, 40:46, 4:44] = 900.0
+    labels = np.zeros(SHAPE, np.uint8)
+    for artery, (y, x) in enumerate([(8, 8), (8, 30), (24, 12), (24, 34)], start=1):
+        z = int(rng.integers(0, SHAPE[0]))
+        dy, dx = rng.integers(0, 6, size=2)
+        image[z, y + dy : y + dy + 3, x + dx : x + dx + 3] = rng.uniform(300, 600)
+        labels[z, y + dy : y + dy + 3, x + dx : x + dx + 3] = artery
+    return CTVolume(array=image, spacing=SPACING), labels
+
+
+def write_dataset(folder: Path, n_patients: int = 4) -> Path:
+    cases = []
+    for seed in range(n_patients):
+        ct, labels = synthetic_case(seed)
+        image = write_image(ct, folder / "images" / f"p{seed}.nii.gz")
+        label = write_labels(labels, ct, folder / "labels" / f"p{seed}.nii.gz")
+        cases.append(ManifestCase(id=f"p{seed}", image=image, labels=label, spacing=SPACING, shape=SHAPE, patient_id=f"p{seed}"))
+    return write_manifest(folder / "manifest.json", "synthetic", cases)
+
+
+TINY = {
+    "model": {"network": "UNet", "spatial_dims": 2, "kwargs": {"channels": [4, 8], "strides": [2], "num_res_units": 0}},
+    "data": {"source": "manifest", "patch_size": [32, 32], "samples_per_image": 1, "negative_slice_ratio": 0.5},
+    "split": {"folds": 4, "fold": 1},
+    "train": {"epochs": 3, "batch_size": 4, "progress": False},
+    "optim": {"lr": 0.01},
+}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+def write_config(folder: Path, manifest: Path, **changes) -> Path:
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["data"]["manifest"] = str(manifest)
+    config["output_dir"] = str(folder / "run")
+    for key, value in changes.items():
+        config[key].update(value)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_cli_train_writes_checkpoints_logs_and_a_loadable_package(tmp_path, manifest, capsys):
+    from CACScoringLib.inference import segment
+    from CACScoringLib.models.package import load_package
+
+    config = write_config(tmp_path, manifest)
+    assert main(["train", str(config), "loss.name=tversky", "loss.alpha=0.9", "loss.beta=0.1"]) == 0
+    run = tmp_path / "run"
+    assert "package: " in capsys.readouterr().out
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert set(state["model"]) == set(load_package(run / "package").network.state_dict())
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and [row["epoch"] for row in last["history"]] == [1, 2, 3]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    package = load_package(run / "package")
+    best = next(row for row in last["history"] if row["epoch"] == last["best_epoch"])
+    assert package.metadata["accuracy"]["val_dice"] == pytest.approx(best["val_dice"])
+    assert "fold 1 of 4" in package.metadata["training_data"]
+    assert package.config["preprocessing"]["patch_size"] == [32, 32]
+    best_weights = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    for key, value in package.network.state_dict().items():
+        assert torch.equal(value.cpu(), best_weights[key])
+
+    ct = read_ct(Path(manifest).parent / "images" / "p0.nii.gz")
+    result = segment(ct, model=package, device="cpu", roi="whole")
+    assert result.labels.shape == ct.shape and result.labels.max() <= 4
+    assert np.all(ct.array[result.labels > 0] >= 130)  # inference keeps only calcium-range voxels
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path, manifest):
+    straight = load_config(write_config(tmp_path / "a", manifest))
+    straight["export"]["package"] = False
+    full = train(straight)
+
+    interrupted = load_config(write_config(tmp_path / "b", manifest))
+    interrupted["export"]["package"] = False
+    interrupted["train"]["epochs"] = 2
+    assert train(interrupted).epochs_run == 2
+    interrupted["train"]["epochs"] = 3
+    resumed = train(interrupted, resume=True)
+
+    assert resumed.epochs_run == 3 and [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    assert resumed.history[2]["train_loss"] == full.history[2]["train_loss"]
+    assert resumed.history[2]["val_loss"] == full.history[2]["val_loss"]
+    assert full.history[2]["train_loss"] < full.history[0]["train_loss"]  # it learns
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key])
+
+
+def test_resume_without_a_checkpoint_is_an_input_error(tmp_path, manifest):
+    config = load_config(write_config(tmp_path, manifest))
+    with pytest.raises(InputError, match="no checkpoint"):
+        train(config, resume=True)
+
+
+def test_cli_rejects_unknown_keys_with_exit_code_2(tmp_path, manifest, capsys):
+    config = write_config(tmp_path, manifest)
+    assert main(["train", str(config), "train.epoch=3"]) == 2
+    assert "unknown config key(s): train.epoch" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,123 @@
+"""Volume node <-> CTVolume, with Slicer's RAS world and ITK's LPS world kept apart.
+
+Slicer stores a volume's geometry as one IJK-to-RAS matrix; ITK (and CTVolume) as spacing, origin and
+direction in LPS. LPS = diag(-1, -1, 1) * RAS, and the voxel array is (k, j, i) = (z, y, x) in both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from CACScoringLib.errors import InputError
+from CACScoringLib.volume import CTVolume, ScanInfo
+
+SCAN_INFO_ATTRIBUTE = "CACScoring.ScanInfo"
+_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(row, col) for col in range(4)] for row in range(4)])
+
+
+def numpy_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for col in range(4):
+            matrix.SetElement(row, col, float(array[row, col]))
+    return matrix
+
+
+def ijk_to_ras(volume_node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return matrix_to_numpy(matrix)
+
+
+def ct_ijk_to_ras(ct: CTVolume) -> np.ndarray:
+    direction = np.asarray(ct.direction, dtype=float).reshape(3, 3)
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = direction * np.asarray(ct.spacing, dtype=float)  # column j = axis j * spacing j
+    ijk_to_lps[:3, 3] = ct.origin
+    return _RAS_LPS @ ijk_to_lps
+
+
+def image_array(image: vtk.vtkImageData) -> np.ndarray:
+    """The (z, y, x) voxel array of single-component image data (a view; copy before keeping it)."""
+    scalars = image.GetPointData().GetScalars()
+    return numpy_support.vtk_to_numpy(scalars).reshape(tuple(reversed(image.GetDimensions())))
+
+
+def image_from_array(array: np.ndarray, image: vtk.vtkImageData | None = None) -> vtk.vtkImageData:
+    image = image or vtk.vtkImageData()
+    array = np.ascontiguousarray(array)
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
+    return image
+
+
+def scan_info(volume_node) -> ScanInfo:
+    """Acquisition facts stored on the node by `add_volume_node` (a bare ScanInfo when unknown)."""
+    stored = volume_node.GetAttribute(SCAN_INFO_ATTRIBUTE)
+    return ScanInfo(**json.loads(stored)) if stored else ScanInfo(source=volume_node.GetName())
+
+
+def ct_from_volume_node(volume_node) -> CTVolume:
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise InputError("no CT volume selected: load a CT and select it as input")
+    name = volume_node.GetName()
+    if volume_node.GetParentTransformNode() is not None:
+        raise InputError(f"volume '{name}' is under a transform: harden the transform (Data module) and retry")
+    image = volume_node.GetImageData()
+    if image.GetNumberOfScalarComponents() != 1:
+        raise InputError(f"volume '{name}' is not a single-channel CT: select a grayscale CT volume")
+    ijk_to_lps = _RAS_LPS @ ijk_to_ras(volume_node)
+    axes = ijk_to_lps[:3, :3]
+    spacing = np.linalg.norm(axes, axis=0)
+    return CTVolume(
+        array=image_array(image).astype(np.float32),
+        spacing=tuple(float(s) for s in spacing),
+        origin=tuple(float(o) for o in ijk_to_lps[:3, 3]),
+        direction=tuple(float(d) for d in (axes / spacing).ravel()),
+        info=scan_info(volume_node),
+    )
+
+
+def add_volume_node(scene, ct: CTVolume, name: str):
+    """A scalar volume node holding the CT, its geometry and its ScanInfo (as a node attribute)."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetIJKToRASMatrix(numpy_to_matrix(ct_ijk_to_ras(ct)))
+    node.SetAndObserveImageData(image_from_array(ct.array.astype(np.float32, copy=False)))
+    node.SetAttribute(SCAN_INFO_ATTRIBUTE, json.dumps(asdict(ct.info)))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def oriented_image(array: np.ndarray, volume_node) -> slicer.vtkOrientedImageData:
+    """Image data on the volume's voxel grid, as segmentation labelmaps are stored."""
+    image = slicer.vtkOrientedImageData()
+    image_from_array(array, image)
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    return image
+
+
+def grid_of(volume_node) -> slicer.vtkOrientedImageData:
+    """The volume's voxel grid (extent and IJK-to-RAS) without voxel data."""
+    grid = slicer.vtkOrientedImageData()
+    grid.SetExtent(volume_node.GetImageData().GetExtent())
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    grid.SetImageToWorldMatrix(matrix)
+    return grid
+
+
+def ras_from_ijk(volume_node, ijk) -> tuple[float, float, float]:
+    ras = ijk_to_ras(volume_node) @ np.array([*ijk, 1.0])
+    return tuple(float(v) for v in ras[:3])

@@ -1,0 +1,373 @@
+"""MRML glue of the CACScoring module: no Qt, importable without the Slicer GUI (works on slicer-core).
+
+Segments: one per artery, segment ID = artery key from the label contract. Scores follow edits through
+CACScoringLib's IncrementalScorer: the segmentation's events mark the scores stale, `rescore()` exports
+the labelmap, finds the slices that differ from the last scored labels and rescores only those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from scipy import ndimage
+
+from CACScoringLib.errors import InputError
+from CACScoringLib.labels import ARTERIES, ARTERY_LABELS, LABEL_ID
+from CACScoringLib.scoring import IncrementalScorer, ScoreResult, ScoringParams, preset
+
+from . import geometry, report
+from .inference_job import InferenceJob
+from .terminology import terminology_tag
+
+MODULE_NAME = "CACScoring"
+INFERENCE_DIGEST_ATTRIBUTE = "CACScoring.InferenceLabelsDigest"
+SCORE_TABLE_COLUMNS = ("Artery", "3D lesions", "Agatston", "Volume (mm³)", "Mass (mg)")
+LESION_TABLE_COLUMNS = ("ID", "Artery", "Slices", "Agatston", "Volume (mm³)", "Peak HU")
+_SEGMENTATION_EVENTS = ("SourceRepresentationModified", "SegmentAdded", "SegmentRemoved", "SegmentModified")
+_STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass
+class ScoringOptions:
+    """What `process` and the panel need besides the nodes."""
+
+    model: str = ""
+    device: str = "auto"
+    preset: str = "standard"
+    overwrite_edited: bool = False  # replace a segmentation the reader has edited (else: a new node)
+    scoring_overrides: dict = field(default_factory=dict)  # ScoringParams fields to change in the preset
+
+    def scoring_params(self) -> ScoringParams:
+        return preset(self.preset).with_(**self.scoring_overrides)
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+class CACScoringSceneLogic:
+    """Everything the panel and scripts do with MRML nodes, on a given scene."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.volume_node = None
+        self.segmentation_node = None
+        self.scorer: IncrementalScorer | None = None
+        self.ct = None
+        self.stale = False  # the segmentation changed since the last rescore
+        self.on_segmentation_changed = None  # callable(), e.g. the widget's throttle timer
+        self._observed = []  # (object, tag)
+        self._writing = False
+
+    # --- parameter node (same singleton node Slicer's ScriptedLoadableModuleLogic uses) ---
+
+    def parameter_node(self):
+        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = self.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetAttribute("ModuleName", MODULE_NAME)
+            node.SetName(self.scene.GenerateUniqueName(MODULE_NAME))
+        return node
+
+    def remember(self, volume_node, segmentation_node) -> None:
+        """Store the current nodes in the parameter node so a saved scene restores the session."""
+        node = self.parameter_node()
+        node.SetNodeReferenceID("inputVolume", volume_node.GetID() if volume_node else None)
+        node.SetNodeReferenceID("outputSegmentation", segmentation_node.GetID() if segmentation_node else None)
+
+    def restore(self, params: ScoringParams | None = None) -> ScoreResult | None:
+        """Resume live scoring on the nodes a (re)loaded scene's parameter node refers to."""
+        node = self.parameter_node()
+        volume_node = node.GetNodeReference("inputVolume")
+        segmentation_node = node.GetNodeReference("outputSegmentation")
+        if volume_node is None or segmentation_node is None:
+            return None
+        return self.start_live_scoring(volume_node, segmentation_node, params)
+
+    # --- segmentation node ---
+
+    def create_segmentation_node(self, volume_node, name: str | None = None):
+        node = self.scene.AddNewNodeByClass(
+            "vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name or f"{volume_node.GetName()} calcium")
+        )
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        node.SetUndoEnabled(True)
+        self.ensure_artery_segments(node)
+        return node
+
+    @staticmethod
+    def ensure_artery_segments(segmentation_node) -> None:
+        """One segment per artery, named, coloured and coded from the label contract."""
+        segmentation = segmentation_node.GetSegmentation()
+        for artery in ARTERY_LABELS:
+            segment = segmentation.GetSegment(artery.key)
+            if segment is None:
+                segmentation.AddEmptySegment(artery.key, artery.key, [c / 255.0 for c in artery.color])
+                segment = segmentation.GetSegment(artery.key)
+            segment.SetTerminology(terminology_tag(artery))
+            segment.SetTag("CACScoring.ArteryName", artery.name)
+
+    def labels_from_segmentation(self, segmentation_node, volume_node) -> np.ndarray:
+        """uint8 (z, y, x) label map on the CT grid (later segments win where segments overlap)."""
+        present = [key for key in ARTERIES if segmentation_node.GetSegmentation().GetSegment(key)]
+        if not present:
+            return np.zeros(tuple(reversed(volume_node.GetImageData().GetDimensions())), np.uint8)
+        ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
+        for key in present:
+            ids.InsertNextValue(key)
+            values.InsertNextValue(LABEL_ID[key])
+        merged = slicer.vtkOrientedImageData()
+        ok = segmentation_node.GenerateMergedLabelmapForAllSegments(
+            merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, geometry.grid_of(volume_node), ids, values
+        )
+        if not ok:
+            raise InputError("could not read the segmentation on the CT grid: check that it belongs to this CT")
+        return geometry.image_array(merged).astype(np.uint8)
+
+    def write_labels(self, segmentation_node, volume_node, labels: np.ndarray, arteries=ARTERIES) -> None:
+        """Replace the given arteries' segments with the label map (the way editor effects write)."""
+        self.ensure_artery_segments(segmentation_node)
+        self._writing = True
+        try:
+            for key in arteries:
+                mask = (labels == LABEL_ID[key]).astype(np.uint8)
+                image = geometry.oriented_image(mask, volume_node)
+                slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                    image, segmentation_node, key, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+                )
+        finally:
+            self._writing = False
+        self._mark_stale()
+
+    def is_edited(self, segmentation_node, volume_node) -> bool:
+        """True when the segments differ from what inference last wrote (or were never inferred)."""
+        digest = segmentation_node.GetAttribute(INFERENCE_DIGEST_ATTRIBUTE)
+        labels = self.labels_from_segmentation(segmentation_node, volume_node)
+        return digest != labels_digest(labels) and bool(digest or labels.any())
+
+    def apply_inference_labels(self, volume_node, labels: np.ndarray, segmentation_node=None,
+                               overwrite_edited: bool = False):
+        """Put inference output into a segmentation node; a reader-edited node is kept and a new one made
+        unless `overwrite_edited`. Returns the node written."""
+        if segmentation_node is not None and not overwrite_edited and self.is_edited(segmentation_node, volume_node):
+            segmentation_node = None
+        if segmentation_node is None:
+            segmentation_node = self.create_segmentation_node(volume_node)
+        self.write_labels(segmentation_node, volume_node, labels)
+        segmentation_node.SetAttribute(INFERENCE_DIGEST_ATTRIBUTE, labels_digest(labels))
+        return segmentation_node
+
+    # --- live scoring ---
+
+    def start_live_scoring(self, volume_node, segmentation_node, params: ScoringParams | None = None) -> ScoreResult:
+        self.stop_live_scoring()
+        self.volume_node, self.segmentation_node = volume_node, segmentation_node
+        self.ct = geometry.ct_from_volume_node(volume_node)
+        labels = self.labels_from_segmentation(segmentation_node, volume_node)
+        self.scorer = IncrementalScorer(self.ct, labels, params)
+        segmentation = segmentation_node.GetSegmentation()
+        for event in _SEGMENTATION_EVENTS:
+            tag = segmentation.AddObserver(getattr(slicer.vtkSegmentation, event), self._on_segmentation_event)
+            self._observed.append((segmentation, tag))
+        self.remember(volume_node, segmentation_node)
+        self.stale = False
+        self.update_tables()
+        return self.scorer.result
+
+    def stop_live_scoring(self) -> None:
+        for observed, tag in self._observed:
+            observed.RemoveObserver(tag)
+        self._observed = []
+        self.scorer = None
+
+    def _on_segmentation_event(self, caller, event) -> None:
+        if not self._writing:
+            self._mark_stale()
+
+    def _mark_stale(self) -> None:
+        if self.scorer is None:
+            return
+        self.stale = True
+        if self.on_segmentation_changed is not None:
+            self.on_segmentation_changed()
+
+    @property
+    def result(self) -> ScoreResult | None:
+        return self.scorer.result if self.scorer else None
+
+    def rescore(self) -> ScoreResult:
+        """Rescore the slices that changed since the last call (equal to a full recompute)."""
+        if self.scorer is None:
+            raise InputError("no scoring session: run Apply or select a segmentation first")
+        labels = self.labels_from_segmentation(self.segmentation_node, self.volume_node)
+        changed = np.flatnonzero((labels != self.scorer.labels).any(axis=(1, 2)))
+        result = self.scorer.update(labels, changed)
+        self.stale = False
+        if changed.size:
+            self.update_tables()
+        return result
+
+    # --- tables shown in the panel (MRML table nodes, saved with the scene) ---
+
+    def _table_node(self, role: str, name: str):
+        parameter_node = self.parameter_node()
+        node = parameter_node.GetNodeReference(role)
+        if node is None:
+            node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
+            parameter_node.SetNodeReferenceID(role, node.GetID())
+        return node
+
+    @staticmethod
+    def _fill_table(table_node, columns, rows) -> None:
+        table = vtk.vtkTable()
+        for column, name in enumerate(columns):
+            array = vtk.vtkStringArray()
+            array.SetName(name)
+            for row in rows:
+                array.InsertNextValue(row[column])
+            table.AddColumn(array)
+        table_node.SetAndObserveTable(table)
+        table_node.SetUseColumnTitleAsColumnHeader(True)
+        table_node.SetLocked(True)
+
+    def update_tables(self) -> None:
+        result = self.result
+        if result is None:
+            return
+        self._fill_table(self._table_node("scoreTable", "CAC scores"), SCORE_TABLE_COLUMNS,
+                         [report.score_row(key, score) for key, score in report.score_rows(result)])
+        self._fill_table(self._table_node("lesionTable", "CAC lesions"), LESION_TABLE_COLUMNS,
+                         [report.lesion_row(lesion) for lesion in result.lesions])
+
+    def summary(self) -> str:
+        result = self.result
+        return "" if result is None else f"Risk: {result.risk_category} · CAC-DRS: {result.cac_drs}"
+
+    # --- lesions ---
+
+    def lesion(self, lesion_id: int):
+        for lesion in self.result.lesions if self.result else ():
+            if lesion.id == lesion_id:
+                return lesion
+        raise InputError(f"no lesion {lesion_id}: rescore and pick a lesion from the table")
+
+    def lesion_center_ras(self, lesion_id: int) -> tuple[float, float, float]:
+        z, y, x = self.lesion(lesion_id).centroid_zyx
+        return geometry.ras_from_ijk(self.volume_node, (x, y, z))
+
+    def lesion_region(self, lesion_id: int) -> np.ndarray:
+        """Voxels of the labelled region (26-connected, one artery) holding the lesion's calcium."""
+        lesion = self.lesion(lesion_id)
+        labels = self.scorer.labels
+        regions, count = ndimage.label(labels == LABEL_ID[lesion.artery], structure=_STRUCTURE_26)
+        calcium = self.ct.array >= self.result.effective_threshold_hu
+        best, best_distance = 0, np.inf
+        for region in range(1, count + 1):
+            voxels = np.argwhere((regions == region) & calcium)
+            if voxels.size == 0:
+                continue
+            distance = np.linalg.norm(voxels.mean(axis=0) - np.asarray(lesion.centroid_zyx))
+            if distance < best_distance:
+                best, best_distance = region, distance
+        return regions == best
+
+    def reassign_lesion(self, lesion_id: int, artery: str | None, save_state_for_undo=None) -> ScoreResult:
+        """Move a lesion to another artery (`artery=None`: delete it) in one undoable step.
+
+        `save_state_for_undo()` is called before the change (the panel passes the Segment Editor's);
+        by default the scene's undo stack is used when it is on.
+        """
+        if artery is not None and artery not in LABEL_ID:
+            raise InputError(f"unknown artery {artery!r}: choose one of {', '.join(ARTERIES)}")
+        if self.stale:
+            self.rescore()
+        source = self.lesion(lesion_id).artery
+        region = self.lesion_region(lesion_id)
+        labels = self.scorer.labels.copy()
+        labels[region] = LABEL_ID[artery] if artery else 0
+        if save_state_for_undo is not None:
+            save_state_for_undo()
+        elif self.scene.GetUndoFlag():
+            self.scene.SaveStateForUndo()
+        changed = [source] + ([artery] if artery and artery != source else [])
+        self.write_labels(self.segmentation_node, self.volume_node, labels, changed)
+        return self.rescore()
+
+    # --- files ---
+
+    @staticmethod
+    def save_segmentation(segmentation_node, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(str(path))
+        if not storage.WriteData(segmentation_node):
+            raise InputError(f"could not write {path}: choose a writable folder")
+        return path
+
+    def load_segmentation(self, path: str | Path, name: str | None = None):
+        path = Path(path)
+        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or path.name.split(".")[0])
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(str(path))
+        if not storage.ReadData(node):
+            self.scene.RemoveNode(node)
+            raise InputError(f"could not read segmentation {path}: give a .seg.nrrd file")
+        node.CreateDefaultDisplayNodes()
+        return node
+
+    def export(self, folder: str | Path, case_name: str | None = None) -> dict[str, Path]:
+        """Segmentation (.seg.nrrd) and report (CSV, JSON, HTML with a key image per artery) in `folder`."""
+        if self.stale:
+            self.rescore()
+        if self.result is None:
+            raise InputError("nothing to export: run Apply or select a segmentation first")
+        folder = Path(folder)
+        case_name = case_name or self.volume_node.GetName()
+        paths = report.write_report(folder, case_name, self.result, self.ct, self.scorer.labels)
+        paths["segmentation"] = self.save_segmentation(self.segmentation_node, folder / f"{case_name}.seg.nrrd")
+        return paths
+
+    # --- inference ---
+
+    @staticmethod
+    def start_inference(volume_node, options: ScoringOptions) -> InferenceJob:
+        if not options.model:
+            raise InputError("no segmentation model selected: pick a model from the list")
+        return InferenceJob(geometry.ct_from_volume_node(volume_node), options.model, options.device).start()
+
+    def finish_inference(self, job: InferenceJob, volume_node, segmentation_node, options: ScoringOptions):
+        """After a successful job: labels into the segmentation (see apply_inference_labels), live scoring on."""
+        ct = geometry.ct_from_volume_node(volume_node)
+        import SimpleITK as sitk
+
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(job.labels_path))).astype(np.uint8)
+        job.cleanup()
+        if labels.shape != ct.shape:
+            raise InputError(f"segmentation has shape {labels.shape}, the CT {ct.shape}: rerun the segmentation")
+        segmentation_node = self.apply_inference_labels(volume_node, labels, segmentation_node,
+                                                        options.overwrite_edited)
+        self.start_live_scoring(volume_node, segmentation_node, options.scoring_params())
+        return segmentation_node
+
+    def process(self, input_volume_node, output_segmentation_node=None, options: ScoringOptions | None = None,
+                progress=None):
+        """Script entry point: segment (blocking, in a child process) and score.
+
+        Returns (segmentation node, ScoreResult). `progress(JobStatus)` is called while segmenting.
+        """
+        options = options or ScoringOptions()
+        job = self.start_inference(input_volume_node, options)
+        status = job.wait(progress=progress)
+        if status.state != "done":
+            job.cleanup()
+            raise InputError(f"segmentation {status.state}: {status.message}")
+        node = self.finish_inference(job, input_volume_node, output_segmentation_node, options)
+        return node, self.result

@@ -171,6 +171,16 @@ def test_multiframe_is_refused(tmp_path):
     assert "multi-frame (enhanced) image with 3 frames" in reason(folder)
 
 
+def test_writer_refuses_volumes_dicom_cannot_hold(tmp_path):
+    ct = random_ct(shape=(2, 3, 3))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        write_dicom_series(ct.with_array(np.full(ct.shape, np.nan, np.float32)), tmp_path / "nan")
+    skewed = (1.0, 0.5, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(InputError, match="not orthonormal"):
+        write_dicom_series(random_ct(direction=skewed), tmp_path / "skewed")
+    assert not (tmp_path / "nan").exists() and not (tmp_path / "skewed").exists()
+
+
 def test_list_series_errors_too(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         list_series(tmp_path / "nowhere")

@@ -55,6 +55,8 @@ def write_dicom_series(
     array = np.asarray(ct.array)
     if array.ndim != 3:
         raise InputError(f"write_dicom_series needs a 3D volume, got an array of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InputError("the volume holds NaN or infinite values; replace them (e.g. by -1024 HU) before writing DICOM")
     row_cosine, column_cosine, slice_direction = _frame(ct)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,20 @@ def _export(package: ModelPackage, target) -> None:
     patch = package.config["preprocessing"]["patch_size"]
     example = torch.zeros(1, int(package.config.get("in_channels", 1)), *patch, device=package.device)
     axes = {0: "batch", **{axis + 2: f"spatial{axis}" for axis in range(dims)}}
-    # The TorchScript exporter: dynamic axes without the onnxscript dependency of the dynamo exporter.
-    torch.onnx.export(
-        package.network,
-        (example,),
-        target,
-        dynamo=False,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-        opset_version=OPSET,
-    )
+    # The TorchScript exporter: dynamic axes without the onnxscript dependency of the dynamo exporter;
+    # its deprecation and tracer warnings say nothing a user can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            package.network,
+            (example,),
+            target,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            opset_version=OPSET,
+        )
 
 
 def export_onnx(package: ModelPackage, path: str | Path) -> Path:

@@ -1,0 +1,74 @@
+"""Patient-wise k-fold splits, resampling to the network grid, class-balanced slices and crops."""
+
+import numpy as np
+import pytest
+
+from CACScoringLib.errors import InputError
+from CACScoringLib.training.config import load_config
+from CACScoringLib.training.data import Case, patient_split, resample_case, slice_items, train_transforms
+
+PATIENTS = [f"p{i}" for i in range(10)]
+
+
+def test_kfold_validation_sets_are_disjoint_and_cover_every_patient():
+    folds = [patient_split(PATIENTS * 2, folds=5, fold=k, seed=3, val_fraction=0.2) for k in range(5)]
+    vals = [set(val) for _, val in folds]
+    assert all(len(v) == 2 for v in vals)
+    assert set().union(*vals) == set(PATIENTS) and sum(len(v) for v in vals) == len(PATIENTS)
+    for train, val in folds:
+        assert not set(train) & set(val) and set(train) | set(val) == set(PATIENTS)
+    assert folds == [patient_split(PATIENTS, 5, k, 3, 0.2) for k in range(5)]  # seeded
+    assert folds != [patient_split(PATIENTS, 5, k, 4, 0.2) for k in range(5)]
+
+
+def test_holdout_split_and_too_few_patients():
+    train, val = patient_split(PATIENTS, folds=1, fold=0, seed=0, val_fraction=0.25)
+    assert len(val) == 3 and len(train) == 7 and not set(train) & set(val)
+    with pytest.raises(InputError, match="3 patients cannot make 5 folds"):
+        patient_split(PATIENTS[:3], folds=5, fold=0, seed=0, val_fraction=0.2)
+
+
+def _case(shape=(4, 40, 40), spacing=(0.4, 0.4, 3.0), calcium_slices=(1,)):
+    image = np.zeros(shape, np.float32)
+    labels = np.zeros(shape, np.uint8)
+    for z in calcium_slices:
+        image[z, 10:20, 10:20] = 500.0
+        labels[z, 10:20, 10:20] = 2
+    return Case("c", "c", image, labels, spacing)
+
+
+def test_resample_to_network_spacing_keeps_calcium_area():
+    case = resample_case(_case(), inplane_mm=0.8, slice_mm=None)
+    assert case.image.shape == (4, 20, 20) and case.spacing == (0.8, 0.8, 3.0)
+    assert set(np.unique(case.labels)) == {0, 2}
+    area_mm2 = (case.labels[1] == 2).sum() * 0.8 * 0.8
+    assert area_mm2 == pytest.approx(10 * 10 * 0.4 * 0.4, rel=0.35)
+    assert resample_case(case, 0.8, None) is case  # already on the grid
+
+
+def test_slice_items_keep_every_calcium_slice_and_ratio_negatives():
+    cases = [_case(shape=(10, 24, 24), calcium_slices=(2, 5))]
+    items = slice_items(cases, negative_ratio=1.5, rng=np.random.default_rng(0))
+    positives = [i for i in items if i["label"].any()]
+    assert sorted(i["slice"] for i in positives) == [2, 5]
+    assert len(items) - len(positives) == 3
+    assert all(i["image"].shape == (1, 24, 24) for i in items)
+
+
+def test_positive_crops_contain_calcium():
+    config = load_config(None, ["data.source=phantom", "data.patch_size=[8, 8]", "data.pos_fraction=1.0", "data.samples_per_image=4"])
+    transforms = train_transforms(config, spatial_dims=2)
+    transforms.set_random_state(seed=0)
+    case = _case(calcium_slices=(1,))
+    crops = transforms({"image": case.image[1][None], "label": case.labels[1][None]})
+    assert len(crops) == 4
+    for crop in crops:
+        assert tuple(crop["image"].shape) == (1, 8, 8)
+        assert (crop["label"] > 0).any()
+        assert float(crop["image"].max()) <= 1.0 + 0.1  # HU windowed to [0, 1] (plus intensity shift/noise)
+
+
+def test_patch_size_must_match_the_dimensions():
+    config = load_config(None, ["data.source=phantom", "data.patch_size=[8, 8, 8]"])
+    with pytest.raises(InputError, match="needs 2 values"):
+        train_transforms(config, spatial_dims=2)

@@ -1,0 +1,304 @@
+"""Inference pipeline: labels on the CT grid, ROI paste-back, threshold rule, ensemble/TTA, ONNX, cancel.
+
+Most tests use networks whose logits are a known function of the input, so the expected label map is
+computed here independently of the pipeline."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+from torch import nn
+
+from CACScoringLib.errors import InputError
+from CACScoringLib.inference import (
+    Cancelled,
+    auto_batch_size,
+    heart_roi_heuristic,
+    segment,
+    write_segmentation_outputs,
+)
+from CACScoringLib.labels import LABEL_ID
+from CACScoringLib.models import (
+    ModelPackage,
+    Registry,
+    build_network,
+    load_package,
+    make_config,
+    save_package,
+)
+from CACScoringLib.volume import CTVolume
+
+torch.set_num_threads(1)
+WINDOW = (-200.0, 1300.0)
+CENTRES_HU = (0.0, 300.0, 600.0, 900.0, 1200.0)  # background, LM, LAD, LCX, RCA
+CPU = torch.device("cpu")
+
+
+class NearestCentre(nn.Module):
+    """Logit of class k = -(x - c_k)^2 on the windowed intensity: argmax = nearest centre. Pointwise, so
+    flips, tiling and gaussian blending leave it unchanged."""
+
+    def __init__(self, centres_hu=CENTRES_HU):
+        super().__init__()
+        centres = (torch.tensor(centres_hu) - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
+        self.register_buffer("centres", centres)
+
+    def forward(self, x):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return -50.0 * (x - self.centres.view(shape)) ** 2
+
+
+def nearest_centre_labels(hu, centres_hu=CENTRES_HU):
+    clipped = np.clip(hu, *WINDOW)
+    return np.argmin(np.abs(clipped[None] - np.asarray(centres_hu)[:, None, None, None]), axis=0).astype(np.uint8)
+
+
+def package(network, dims=2, inplane=None, patch=None, name="ctl", components=None):
+    patch = patch or ((32, 32) if dims == 2 else (4, 32, 32))
+    config = make_config("UNet", dims, patch, hu_window=WINDOW, inplane_spacing_mm=inplane, strides=(1,))
+    return ModelPackage(Path(name), config, {"id": name, "version": "9"}, network.eval(), CPU, components or {})
+
+
+BLOBS = {  # (z, y, x) corner of a 3x3x3 blob -> HU, all inside the mediastinum
+    (3, 44, 44): 300.0,
+    (3, 44, 50): 600.0,
+    (6, 50, 44): 900.0,
+    (6, 50, 50): 1200.0,
+}
+
+
+def thorax(nz=10, size=96, origin=(-70.0, -80.0, 25.0)) -> CTVolume:
+    """Body ellipse (40 HU), two lungs (-850 HU), four calcium blobs between them, a bright blob in the air
+    outside the body (outside any heart ROI)."""
+    _, y, x = np.mgrid[:nz, :size, :size].astype(np.float32)
+    c = size / 2
+    hu = np.full((nz, size, size), -1000.0, np.float32)
+    hu[((y - c) / (0.42 * size)) ** 2 + ((x - c) / (0.47 * size)) ** 2 <= 1] = 40.0
+    for side in (-1, 1):
+        hu[((y - c) / (0.3 * size)) ** 2 + ((x - c - side * 0.28 * size) / (0.12 * size)) ** 2 <= 1] = -850.0
+    for (z, yy, xx), value in BLOBS.items():
+        hu[z : z + 3, yy : yy + 3, xx : xx + 3] = value
+    hu[2:5, 1:4, 1:4] = 1200.0
+    return CTVolume(hu, (1.5, 1.5, 3.0), origin)
+
+
+def roi_mask(shape, bounds):
+    mask = np.zeros(shape, bool)
+    mask[tuple(slice(lo, hi) for lo, hi in bounds)] = True
+    return mask
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_labels_on_ct_grid_with_roi_pasted_back(dims, tmp_path):
+    ct = thorax()
+    seg = segment(ct, package(NearestCentre(), dims), device="cpu")
+    assert seg.labels.shape == ct.shape and seg.labels.dtype == np.uint8
+    assert seg.roi.method == "heuristic"
+    inside = roi_mask(ct.shape, seg.roi.bounds)
+    assert not inside[2:5, 1:4, 1:4].any(), "the blob outside the body must be outside the heart ROI"
+    assert all(inside[z, y, x] for z, y, x in BLOBS)
+    expected = nearest_centre_labels(ct.array)
+    expected[(ct.array < 130) | ~inside] = 0
+    np.testing.assert_array_equal(seg.labels, expected)
+    assert sorted(np.unique(seg.labels)) == [0, 1, 2, 3, 4]
+    assert seg.to_dict()["model_id"] == "ctl" and seg.to_dict()["model_version"] == "9"
+
+    written = write_segmentation_outputs(seg, ct, tmp_path / "out")
+    image = sitk.ReadImage(str(written["labels"]))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), seg.labels)
+    np.testing.assert_allclose(image.GetOrigin(), ct.origin)
+    np.testing.assert_allclose(image.GetSpacing(), ct.spacing)
+
+
+def test_coarser_inference_spacing_keeps_large_lesions():
+    ct = thorax()
+    ct.array[4:7, 40:50, 40:50] = 900.0  # 15 x 15 mm plate, larger than the 3 mm inference pixels
+    seg = segment(ct, package(NearestCentre(), 2, inplane=3.0), device="cpu")
+    assert seg.labels.shape == ct.shape
+    plate = np.zeros(ct.shape, bool)
+    plate[4:7, 40:50, 40:50] = True
+    core = ndimage.binary_erosion(plate, np.ones((1, 5, 5), bool))
+    assert (seg.labels[core] == LABEL_ID["LCX"]).all()
+    assert set(np.unique(seg.labels[plate])) <= {0, LABEL_ID["LCX"]}
+    assert not seg.labels[ct.array < 130].any()
+
+
+@pytest.mark.parametrize("threshold", [130.0, 200.0])
+def test_no_label_below_threshold(threshold):
+    ct = thorax()
+    ct.array[5, 46:49, 40:43] = 150.0
+    ct.array[5, 40:43, 46:49] = 129.0
+    # Background centre far below the window: every voxel's nearest centre is an artery.
+    seg = segment(ct, package(NearestCentre((-5000.0, 300, 600, 900, 1200)), 2), threshold_hu=threshold, device="cpu")
+    inside = roi_mask(ct.shape, seg.roi.bounds)
+    np.testing.assert_array_equal(seg.labels > 0, (ct.array >= threshold) & inside)
+
+
+def manual_probabilities(networks, ct, tta):
+    window = torch.from_numpy(np.clip((ct.array - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1))[:, None]
+    flips = [(), (2,), (3,)] if tta else [()]
+    total = 0
+    with torch.no_grad():
+        for network in networks:
+            for flip in flips:
+                x = torch.flip(window, flip) if flip else window
+                probs = torch.softmax(network(x), dim=1)
+                total = total + (torch.flip(probs, flip) if flip else probs)
+    return (total / (len(networks) * len(flips))).permute(1, 0, 2, 3).numpy()
+
+
+def test_ensemble_and_flip_tta_are_means_of_softmax():
+    ct = thorax(nz=4, size=32)
+    networks = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        networks.append(nn.Conv2d(1, 5, 3, padding=1).eval())  # not flip-invariant: TTA changes the result
+    members = [package(n, 2, name=f"m{i}") for i, n in enumerate(networks)]
+    seg = segment(ct, members, tta=True, roi="whole", return_probabilities=True, device="cpu")
+    assert seg.probabilities.shape == (5, *ct.shape) and seg.probabilities.dtype == np.float16
+    expected = manual_probabilities(networks, ct, tta=True)
+    np.testing.assert_allclose(seg.probabilities.astype(np.float32), expected, atol=2e-3)
+    assert np.abs(manual_probabilities(networks, ct, tta=False) - expected).max() > 1e-2
+    assert seg.model_id == "m0+m1"
+
+
+def test_3d_ensemble_mean_probabilities():
+    ct = thorax(nz=6, size=48)
+    centres = [CENTRES_HU, (0.0, 400.0, 500.0, 1000.0, 1100.0)]
+    members = [package(NearestCentre(c), 3, patch=(4, 16, 16), name=f"m{i}") for i, c in enumerate(centres)]
+    seg = segment(ct, members, tta=True, roi="whole", return_probabilities=True, device="cpu")
+    window = torch.from_numpy(np.clip((ct.array - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1))[None, None]
+    with torch.no_grad():
+        expected = sum(torch.softmax(m.network(window), dim=1) for m in members)[0].numpy() / 2
+    np.testing.assert_allclose(seg.probabilities.astype(np.float32), expected, atol=2e-3)
+
+
+def test_onnx_backend_agrees_with_pytorch(tmp_path):
+    torch.manual_seed(0)
+    config = make_config("UNet", 2, (32, 32), hu_window=WINDOW, inplane_spacing_mm=None, channels=(4, 8), strides=(2,))
+    folder = save_package(tmp_path / "tiny", build_network(config), config)
+    model = load_package(folder)
+    ct = thorax(nz=4, size=48)
+    eager = segment(ct, model, roi="whole", return_probabilities=True, device="cpu")
+    onnx = segment(ct, model, roi="whole", return_probabilities=True, backend="onnx")
+    assert onnx.backend == "onnx"
+    diff = np.abs(eager.probabilities.astype(np.float32) - onnx.probabilities.astype(np.float32)).max()
+    assert diff < 2e-3
+    assert (eager.labels != onnx.labels).mean() < 1e-3
+
+
+def test_device_fallback_and_cuda_request(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ct = thorax(nz=4, size=48)
+    assert segment(ct, package(NearestCentre()), device="auto", roi="whole").device == "cpu"
+    with pytest.raises(InputError, match="no CUDA"):
+        segment(ct, package(NearestCentre()), device="cuda")
+
+
+def test_bad_inputs_are_input_errors():
+    ct = thorax(nz=4, size=48)
+    model = package(NearestCentre())
+    flat = CTVolume(ct.array[0], ct.spacing)
+    nan = ct.with_array(ct.array.copy())
+    nan.array[0, 0, 0] = np.nan
+    cases = [
+        ({"ct": flat}, "3D"),
+        ({"ct": nan, "roi": "whole"}, "NaN"),
+        ({"backend": "tensorrt"}, "backend"),
+        ({"roi": "lungs"}, "roi mode"),
+        ({"threshold_hu": float("nan")}, "threshold"),
+        ({"model": []}, "empty model list"),
+        ({"model": [model, package(NearestCentre(), 3)]}, "ensemble"),
+        ({"batch_size": 0}, "batch size"),
+    ]
+    for overrides, message in cases:
+        kwargs = {"ct": ct, "model": model, "device": "cpu", **overrides}
+        with pytest.raises(InputError, match=message):
+            segment(**kwargs)
+    roi_model = package(NearestCentre((0.0, 300.0)), 2)
+    roi_model.config["task"] = "heart_roi"
+    with pytest.raises(InputError, match="not a calcium segmentation"):
+        segment(ct, roi_model, device="cpu")
+
+
+def test_no_default_model_is_a_clear_error():
+    if Registry.load().default is not None:
+        pytest.skip("a trained default model is registered")
+    with pytest.raises(InputError, match="no trained default"):
+        segment(thorax(nz=2, size=32), model=None, device="cpu")
+
+
+def test_progress_and_cancel():
+    ct = thorax(nz=6, size=48)
+    seen = []
+    segment(ct, package(NearestCentre()), progress=lambda f, m: seen.append(f), batch_size=2, device="cpu")
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 5
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        segment(ct, package(NearestCentre()), cancel=cancel, device="cpu")
+    midway = threading.Event()
+    calls = []
+
+    def progress(fraction, message):
+        calls.append(fraction)
+        if "segmenting" in message:
+            midway.set()
+
+    with pytest.raises(Cancelled):
+        segment(ct, package(NearestCentre()), progress=progress, cancel=midway, batch_size=2, device="cpu")
+    assert max(calls) < 1.0
+
+
+def test_each_lesion_gets_its_majority_artery():
+    ct = thorax()
+    ct.array[5, 60:62, 40:46] = 600.0  # 12 LAD voxels
+    ct.array[5, 62, 40:46] = 300.0  # 6 LM voxels touching them: one lesion
+    seg = segment(ct, package(NearestCentre()), device="cpu")
+    assert (seg.labels[5, 60:63, 40:46] == LABEL_ID["LAD"]).all()
+
+
+class CentreBrightness(nn.Module):
+    """False-positive classifier stand-in: calcium when the patch centre is above 450 HU."""
+
+    def forward(self, x):
+        centre = x[:, 0, x.shape[2] // 2, x.shape[3] // 2]
+        cut = (450.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
+        return torch.stack([torch.zeros_like(centre), 100.0 * (centre - cut)], dim=1)
+
+
+def test_false_positive_component_removes_rejected_candidates():
+    ct = thorax()
+    fp_config = make_config("Classifier", 2, (8, 8), hu_window=WINDOW, inplane_spacing_mm=None, task="fp_classifier")
+    fp = ModelPackage(Path("fp"), fp_config, {"id": "fp"}, CentreBrightness().eval(), CPU)
+    seg = segment(ct, package(NearestCentre(), components={"fp_classifier": fp}), device="cpu")
+    expected = nearest_centre_labels(ct.array)
+    expected[(ct.array < 130) | ~roi_mask(ct.shape, seg.roi.bounds)] = 0
+    expected[expected == LABEL_ID["LM"]] = 0  # the 300 HU blob is the only one under 450 HU
+    np.testing.assert_array_equal(seg.labels, expected)
+
+
+def test_heart_roi_heuristic_and_fallback():
+    ct = thorax()
+    region = heart_roi_heuristic(ct)
+    (z0, z1), (y0, y1), (x0, x1) = region.bounds
+    assert region.method == "heuristic" and not region.warnings
+    assert y0 <= 44 and y1 >= 53 and x0 <= 44 and x1 >= 53
+    assert (y1 - y0) * (x1 - x0) < 0.8 * 96 * 96  # a real crop, not the whole image
+    water = ct.with_array(np.where(ct.array > -900, 0.0, -1000.0).astype(np.float32))
+    fallback = heart_roi_heuristic(water)
+    assert fallback.method == "whole" and fallback.bounds == ((0, 10), (0, 96), (0, 96))
+    assert "lungs" in fallback.warnings[0]
+
+
+def test_auto_batch_size_is_memory_aware():
+    config = make_config("UNet", 2, (32, 32), channels=(16, 32), strides=(2,))
+    small = auto_batch_size(config, (64, 64), CPU)
+    large = auto_batch_size(config, (512, 512), CPU)
+    assert 1 <= large < small <= 32

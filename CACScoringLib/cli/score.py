@@ -49,6 +49,17 @@ def register(subparsers) -> None:
                         help="label map with 1 = water region, 2 = hydroxyapatite region (measures the factor)")
     parser.add_argument("--ha-density", type=float, default=200.0,
                         help="density of the HA calibration region in mg/cm³ (default 200)")
+    model = parser.add_argument_group("segmentation (when no --labels is given)")
+    model.add_argument("--model", action="append", metavar="ID_OR_FOLDER",
+                       help="registry id or model package folder (default: the registry default); "
+                       "repeat for an ensemble")
+    model.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    model.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                       help="onnx runs onnxruntime on CPU")
+    model.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    model.add_argument("--save-labels", type=Path, metavar="OUT", help="write the predicted label map")
+    model.add_argument("--save-probabilities", type=Path, metavar="DIR",
+                       help="write per-class probability maps to DIR")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the scores as JSON")
     parser.add_argument("--csv", type=Path, metavar="OUT", help="write per-artery scores as CSV")
     parser.add_argument("--lesions-csv", type=Path, metavar="OUT", help="write the 3D lesion table as CSV")
@@ -94,18 +105,56 @@ def run(args) -> int:
 
     ct = read_ct(args.image, series_uid=args.series)
     params = scoring_params(args, ct)
-    if args.labels is None:
-        raise InputError(
-            "no --labels given and no trained segmentation model is installed: "
-            "pass a label map with --labels"
-        )
-    labels = read_labels(args.labels, ct)
-    result = score_volume(ct, labels, params)
-    report = {"input": {"image": str(args.image), "labels": str(args.labels)}, **result.to_dict()}
+    report = {"input": {"image": str(args.image), "labels": None if args.labels is None else str(args.labels)}}
+    if args.labels is not None:
+        labels = read_labels(args.labels, ct)
+        result = score_volume(ct, labels, params)
+    else:
+        segmentation = segment_with_progress(ct, args, params)
+        result = score_volume(ct, segmentation.labels, params)
+        result.warnings[:0] = segmentation.warnings
+        report["model"] = {
+            "id": segmentation.model_id,
+            "version": segmentation.model_version,
+            "device": segmentation.device,
+            "backend": segmentation.backend,
+            "timings_s": segmentation.timings,
+        }
+    report.update(result.to_dict())
     write_outputs(result, report, args)
     if not args.quiet:
         print_result(result)
     return 0
+
+
+def segment_with_progress(ct, args, params):
+    """Run the segmentation model with a progress bar; threshold as the scoring will use it."""
+    from rich.progress import Progress
+
+    from ..inference import segment, write_segmentation_outputs
+    from ..scoring.engine import effective_threshold_hu
+
+    model = None if not args.model else args.model if len(args.model) > 1 else args.model[0]
+    with Progress(transient=True, disable=args.quiet) as bar:
+        task = bar.add_task("segmenting", total=1.0)
+        segmentation = segment(
+            ct,
+            model=model,
+            device=args.device,
+            backend=args.backend,
+            tta=args.tta,
+            threshold_hu=effective_threshold_hu(ct, params),
+            return_probabilities=args.save_probabilities is not None,
+            progress=lambda fraction, message: bar.update(task, completed=fraction, description=message),
+        )
+    if args.save_labels is not None:
+        from ..io import write_labels
+
+        args.save_labels.parent.mkdir(parents=True, exist_ok=True)
+        write_labels(segmentation.labels, ct, args.save_labels)
+    if args.save_probabilities is not None:
+        write_segmentation_outputs(segmentation, ct, args.save_probabilities)
+    return segmentation
 
 
 def write_outputs(result: ScoreResult, report: dict, args) -> None:

@@ -400,6 +400,11 @@ def _context(ct: CTVolume, params: ScoringParams) -> _Context:
     )
 
 
+def effective_threshold_hu(ct: CTVolume, params: ScoringParams) -> float:
+    """The calcium threshold in the scan's HU (differs from params.threshold_hu when kVp-adapted)."""
+    return _context(ct, params).threshold_hu
+
+
 def check_labels(ct: CTVolume, labels: np.ndarray) -> np.ndarray:
     """Label map on the CT grid with values 0..4, as uint8."""
     if labels.shape != ct.array.shape:

@@ -1,0 +1,101 @@
+"""`cacscoring score` end to end on real NIfTI and DICOM files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from CACScoringLib.cli import main
+from CACScoringLib.io import write_dicom_series, write_image, write_labels
+from CACScoringLib.volume import CTVolume, ScanInfo
+
+
+@pytest.fixture
+def case(tmp_path):
+    """Two LAD slices with a 1 mm² lesion (peak 450 HU, weight 4) and one RCA lesion (peak 250 HU)."""
+    hu = np.full((4, 16, 16), 40.0, np.float32)
+    labels = np.zeros(hu.shape, np.uint8)
+    hu[1:3, 2:4, 2:4] = 450.0
+    labels[1:3, 2:4, 2:4] = 2
+    hu[2, 10:14, 10:14] = 250.0  # 16 px = 4 mm², weight 2
+    labels[2, 10:14, 10:14] = 4
+    hu[0, 8:12, 0:4] = 900.0  # bone-like, not labelled
+    ct = CTVolume(hu, spacing=(0.5, 0.5, 3.0), origin=(-4.0, -4.0, 10.0),
+                  info=ScanInfo(slice_thickness_mm=3.0, kvp=120.0))
+    image, label_file = tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz"
+    write_image(ct, image)
+    write_labels(labels, ct, label_file)
+    return ct, labels, image, label_file
+
+
+def test_score_nifti_writes_json_and_csv(case, tmp_path, capsys):
+    _, _, image, label_file = case
+    out_json, out_csv, lesions_csv = tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "l.csv"
+    code = main(["score", str(image), "--labels", str(label_file), "--json", str(out_json),
+                 "--csv", str(out_csv), "--lesions-csv", str(lesions_csv), "--mass-calibration-factor", "0.8"])
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    assert report["arteries"]["LAD"]["agatston"] == pytest.approx(2 * 1.0 * 4)
+    assert report["arteries"]["RCA"]["agatston"] == pytest.approx(4.0 * 2)
+    assert report["arteries"]["LM"]["agatston"] == 0
+    assert report["total"]["agatston"] == pytest.approx(16.0)
+    assert report["total"]["volume_mm3"] == pytest.approx((8 + 16) * 0.75)
+    assert report["total"]["mass_mg"] == pytest.approx(0.8 * (8 * 0.75 * 450 + 16 * 0.75 * 250) / 1000)
+    assert report["arteries"]["LAD"]["lesions"] == 1 and report["total"]["lesions"] == 2
+    assert report["risk_category"] == "11-100"
+    assert report["cac_drs"] == "A1/N2"
+    # NIfTI carries neither slice thickness nor kVp: the report says so.
+    assert any("thickness unknown" in w for w in report["warnings"])
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["artery"] for r in rows] == ["LM", "LAD", "LCX", "RCA", "total"]
+    assert float(rows[-1]["agatston"]) == pytest.approx(16.0)
+    assert len(list(csv.DictReader(lesions_csv.open()))) == 2
+    printed = capsys.readouterr().out
+    assert "Total" in printed and "A1/N2" in printed
+
+
+def test_score_dicom_series_matches_nifti(case, tmp_path):
+    ct, _, image, label_file = case
+    write_dicom_series(ct, tmp_path / "dicom", kvp=120.0, slice_thickness=3.0)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["score", str(tmp_path / "dicom"), "--labels", str(label_file), "--json", str(a), "--quiet"]) == 0
+    assert main(["score", str(image), "--labels", str(label_file), "--json", str(b), "--quiet"]) == 0
+    from_dicom, from_nifti = json.loads(a.read_text()), json.loads(b.read_text())
+    assert from_dicom["total"] == pytest.approx(from_nifti["total"])
+    # DICOM knows thickness and kVp, so those warnings are gone.
+    assert not any("unknown" in w and "thickness" in w for w in from_dicom["warnings"])
+
+
+def test_options_change_the_convention(case, tmp_path):
+    _, _, image, label_file = case
+    out = tmp_path / "s.json"
+    assert main(["score", str(image), "--labels", str(label_file), "--min-area-mm2", "2", "--json", str(out),
+                 "--quiet"]) == 0
+    assert json.loads(out.read_text())["arteries"]["LAD"]["agatston"] == 0  # 1 mm² lesions dropped
+    assert main(["score", str(image), "--labels", str(label_file), "--threshold-hu", "300", "--json", str(out),
+                 "--quiet"]) == 0
+    assert json.loads(out.read_text())["total"]["agatston"] == pytest.approx(8.0)  # RCA at 250 HU gone
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["score", "{tmp}/missing.nii.gz", "--labels", "{labels}"], "does not exist"),
+        (["score", "{image}", "--labels", "{tmp}/other.nii.gz"], "label"),
+        (["score", "{image}", "--labels", "{labels}", "--slice-normalization", "thickness"], "thickness is unknown"),
+        (["score", "{image}"], "--labels"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, arguments, message):
+    ct, _, image, label_file = case
+    other = CTVolume(np.zeros((3, 16, 16), np.float32), spacing=(0.5, 0.5, 3.0))
+    write_labels(np.zeros((3, 16, 16), np.uint8), other, tmp_path / "other.nii.gz")
+    argv = [a.format(tmp=tmp_path, image=image, labels=label_file) for a in arguments]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cacscoring: error:")
+    assert "\n" not in err and "Traceback" not in err
+    assert message in err

@@ -1,0 +1,553 @@
+"""Anatomical thorax phantom for non-contrast cardiac (calcium scoring) CT, randomised per seed.
+
+World frame is DICOM patient LPS (x to the patient's left, y posterior, z superior), identity direction, so
+array index x grows to the patient's left (radiological display) and slice index grows towards the head.
+
+Tissues (HU): air -1000, fat -100 (subcutaneous) / -90 (epicardial), muscle 45, lung -850, blood 40,
+myocardium 50, liver 60, intervertebral disc 80, cancellous bone 250, cortical bone 800-1000 (spine,
+sternum) and 700-900 (ribs). Structures: elliptical body with a fat layer, two lungs, liver dome, vertebrae
+with discs and posterior elements, ribs sloping down anteriorly, sternum, heart (ellipsoid with epicardial
+fat, myocardium, blood pool) on an oblique long axis, ascending aorta from the aortic root and descending
+aorta beside the spine, and coronary arteries as tubes on the heart surface: LM from the aortic root to
+its bifurcation, LAD down the anterior interventricular groove, LCX round the left atrioventricular groove,
+RCA from the root round the right atrioventricular groove and down the posterior interventricular groove.
+
+Calcifications are ellipsoids rendered with partial volume and the scanner blur, each scaled so that its
+noise-free peak equals a target HU; coronary plaques sit eccentrically on the vessel wall, aortic ones on
+the aortic wall. Labels: a coronary plaque's voxels that reach 130 HU carry its artery id; aortic calcium
+and bone (also >= 130 HU) stay 0, which is what a segmentation model has to learn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..labels import ARTERIES, LABEL_ID
+from ..scoring import ScoreResult, ScoringParams, score_volume
+from ..volume import CTVolume, ScanInfo
+from . import render
+
+AIR, FAT, EPICARDIAL_FAT, MUSCLE, LUNG, BLOOD, MYOCARDIUM, LIVER, DISC = (
+    -1000.0, -100.0, -90.0, 45.0, -850.0, 40.0, 50.0, 60.0, 80.0,
+)  # fmt: skip
+CANCELLOUS_BONE = 250.0
+SCORING_THRESHOLD_HU = 130.0
+
+# Default plaque counts per artery (inclusive ranges); a case has no coronary calcium at all with
+# probability p_no_calcium, and an artery can draw zero plaques on its own.
+DEFAULT_N_PLAQUES = {"LM": (0, 1), "LAD": (0, 4), "LCX": (0, 3), "RCA": (0, 3)}
+# Target peaks are drawn band by band so that every Agatston density weight (1-4) occurs.
+AGATSTON_PEAK_BANDS_HU = ((130.0, 200.0), (200.0, 300.0), (300.0, 400.0), (400.0, float("inf")))
+VESSEL_RADIUS_MM = {"LM": (2.2, 2.0), "LAD": (1.8, 1.0), "LCX": (1.6, 1.0), "RCA": (2.0, 1.2)}  # start, end
+AORTA_RADIUS_MM = (13.0, 11.0)  # ascending, descending
+PLAQUE_SUPPORT_FRACTION = 0.1  # a voxel belongs to a calcification where it holds >= 10% of it (blurred)
+MAX_BACKGROUND_HU = 100.0  # a plaque is only placed where nothing else nearby reaches this
+CURVE_STEP_MM = 0.3
+
+
+@dataclass
+class Calcification:
+    """One calcified blob: a coronary plaque (artery = LM/LAD/LCX/RCA) or aortic calcium (artery 'aorta')."""
+
+    artery: str
+    label: int  # label id it carries in ThoraxPhantom.labels (0 for aortic calcium)
+    centre_mm: tuple[float, float, float]  # (x, y, z)
+    semi_axes_mm: tuple[float, float, float]  # along the vessel, across, across
+    target_peak_hu: float  # noise-free peak the blob was scaled to
+    material_hu: float  # HU of the blob's material before partial volume and blur
+    peak_hu: float | None  # highest HU of its voxels >= 130 HU in the final image (None: none reached it)
+    n_voxels: int  # its voxels >= 130 HU in the final image
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ThoraxPhantom:
+    ct: CTVolume
+    labels: np.ndarray  # uint8 (z, y, x): coronary plaque voxels >= 130 HU carry their artery id
+    scores: ScoreResult | None  # score_volume(ct, labels, ScoringParams()); None when not requested
+    plaques: list[Calcification]
+    aortic_calcifications: list[Calcification]
+    bone_mask: np.ndarray  # bool: vertebrae, ribs, sternum (>= 130 HU, label 0)
+    aortic_calcium_mask: np.ndarray  # bool: aortic calcium voxels >= 130 HU (label 0)
+    seed: int
+    noise_hu: float
+    blur_sigma_mm: float
+    anatomy: dict = field(default_factory=dict)  # sampled anatomy parameters (mm, degrees)
+
+    def truth(self) -> dict:
+        """JSON-ready ground truth: generator settings, calcifications and implied scores."""
+        return {
+            "kind": "thorax",
+            "seed": self.seed,
+            "shape_zyx": list(self.ct.shape),
+            "spacing_xyz_mm": list(self.ct.spacing),
+            "origin_xyz_mm": list(self.ct.origin),
+            "noise_hu": self.noise_hu,
+            "blur_sigma_mm": self.blur_sigma_mm,
+            "anatomy": self.anatomy,
+            "plaques": [p.to_dict() for p in self.plaques],
+            "aortic_calcifications": [c.to_dict() for c in self.aortic_calcifications],
+            "scores": self.scores.to_dict() if self.scores is not None else None,
+        }
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def _resample(points: np.ndarray, step: float) -> np.ndarray:
+    """Points evenly spaced by arc length along a polyline."""
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    s = np.linspace(0.0, arc[-1], max(int(arc[-1] / step) + 1, 2))
+    return np.stack([np.interp(s, arc, points[:, i]) for i in range(3)], axis=1)
+
+
+class _Heart:
+    """Heart ellipsoid frame: long axis L (base to apex), anterior e_ant and side e_side (to the left)."""
+
+    def __init__(self, centre, long_semi_axis, short_semi_axis, azimuth_deg, elevation_deg):
+        self.centre = np.asarray(centre, dtype=np.float64)
+        self.a, self.b = float(long_semi_axis), float(short_semi_axis)
+        az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+        # Apex points left (+x), anterior (-y) and inferior (-z).
+        self.long = _unit([math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), -math.sin(el)])
+        anterior = np.array([0.0, -1.0, 0.0])
+        self.ant = _unit(anterior - anterior.dot(self.long) * self.long)
+        side = np.cross(self.long, self.ant)
+        self.side = side if side[0] > 0 else -side
+
+    def surface(self, u, phi_deg, gap_mm) -> np.ndarray:
+        """Points gap_mm outside the surface at long-axis fraction u (-1 base .. 1 apex) and azimuth phi
+        (0 anterior, +90 left, -90 right, 180 posterior)."""
+        u = np.asarray(u, dtype=np.float64)
+        phi = np.radians(phi_deg)
+        rho = self.b * np.sqrt(np.clip(1.0 - u**2, 0.0, None)) + gap_mm
+        radial = np.cos(phi)[:, None] * self.ant + np.sin(phi)[:, None] * self.side
+        return self.centre + (u * self.a)[:, None] * self.long + rho[:, None] * radial
+
+    def local_q(self, xs, ys, zs, scale_mm=0.0, long_scale=1.0):
+        """Ellipsoid quadratic form (<= 1 inside) on a box of world coordinates, semi-axes grown by scale_mm."""
+        dx, dy, dz = (
+            xs[None, None, :] - self.centre[0],
+            ys[None, :, None] - self.centre[1],
+            zs[:, None, None] - self.centre[2],
+        )
+        q = 0.0
+        for axis, semi in (
+            (self.long, self.a * long_scale + scale_mm),
+            (self.ant, self.b + scale_mm),
+            (self.side, self.b + scale_mm),
+        ):
+            q = q + ((dx * axis[0] + dy * axis[1] + dz * axis[2]) / semi) ** 2
+        return q
+
+
+def _coronary_tree(heart: _Heart, rng: np.random.Generator, root: np.ndarray, aorta_radius: float):
+    """Centrelines (N, 3) mm and radii (N,) of LM, LAD, LCX, RCA."""
+    u_av = rng.uniform(-0.64, -0.54)  # atrioventricular groove, near the base
+    gap = 3.0  # vessels run in the epicardial fat, a few mm outside the myocardium
+    n = 300
+    t = np.linspace(0.0, 1.0, n)
+    bifurcation_phi = rng.uniform(32.0, 44.0)
+    lad_end_phi = rng.uniform(5.0, 25.0)
+    wiggle = rng.uniform(2.0, 5.0) * np.sin(2 * np.pi * rng.uniform(1.0, 2.0) * t + rng.uniform(0, 2 * np.pi))
+    lad = heart.surface(
+        u_av + (rng.uniform(0.82, 0.92) - u_av) * t,
+        bifurcation_phi + (lad_end_phi - bifurcation_phi) * t + wiggle,
+        gap,
+    )
+    lcx = heart.surface(
+        u_av + rng.uniform(0.1, 0.2) * t,
+        bifurcation_phi + (rng.uniform(125.0, 160.0) - bifurcation_phi) * t,
+        gap,
+    )
+    rca_start_phi = rng.uniform(-35.0, -15.0)
+    groove_u = u_av + rng.uniform(0.05, 0.15) * t
+    rca_groove = heart.surface(groove_u, rca_start_phi + (-180.0 - rca_start_phi) * t, gap)
+    pda = heart.surface(groove_u[-1] + (rng.uniform(0.3, 0.5) - groove_u[-1]) * t, np.full(n, -180.0), gap)
+    bifurcation = lad[0]
+
+    def from_ostium(target):
+        ostium = root + aorta_radius * _unit(target - root)
+        return np.linspace(ostium, target, 40)
+
+    lm = from_ostium(bifurcation)
+    rca = np.concatenate([from_ostium(rca_groove[0])[:-1], rca_groove, pda[1:]])
+    tree = {}
+    for key, points in (("LM", lm), ("LAD", lad), ("LCX", lcx), ("RCA", rca)):
+        points = _resample(points, CURVE_STEP_MM)
+        start, end = VESSEL_RADIUS_MM[key]
+        tree[key] = (points, np.linspace(start, end, len(points)))
+    return tree
+
+
+def _paint_tube(image: np.ndarray, grid: render.Grid, points: np.ndarray, radii: np.ndarray, value: float):
+    """Set voxels whose centres lie within radius of a densely sampled centreline to value."""
+    spacing = np.array(grid.spacing)
+    reach = np.ceil(radii.max() / spacing).astype(int)
+    offsets = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), axis=-1).reshape(
+        -1, 3
+    )  # (x, y, z)
+    centre_index = np.rint(grid.to_index(points)).astype(int)
+    candidates = centre_index[:, None, :] + offsets[None, :, :]
+    world = np.asarray(grid.origin) + candidates * spacing
+    inside = np.linalg.norm(world - points[:, None, :], axis=2) <= radii[:, None]
+    hits = candidates[inside]
+    size = np.array(grid.shape[::-1])
+    hits = hits[np.all((hits >= 0) & (hits < size), axis=1)]
+    image[hits[:, 2], hits[:, 1], hits[:, 0]] = value
+
+
+def _paint_vertical_tube(image, grid, zs, xs, ys, start, direction, radius, value, z_from=-np.inf):
+    """A straight tube of roughly vertical axis, painted slice by slice as discs (above z_from)."""
+    direction = _unit(direction)
+    for k, z in enumerate(zs):
+        if z < z_from:
+            continue
+        centre = start + direction * (z - start[2]) / direction[2]
+        box = grid.box((centre[0], centre[1], z), (radius, radius, 0.0))
+        if box is None:
+            continue
+        _, yb, xb = box
+        disc = (xs[xb][None, :] - centre[0]) ** 2 + (ys[yb][:, None] - centre[1]) ** 2 <= radius**2
+        image[k, yb, xb][disc] = value
+    return direction
+
+
+def _frame_from_tangent(tangent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotation whose columns are the tangent and two random normals."""
+    tangent = _unit(tangent)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(tangent[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    n1 = _unit(np.cross(tangent, helper))
+    n2 = np.cross(tangent, n1)
+    angle = rng.uniform(0, 2 * np.pi)
+    n1, n2 = math.cos(angle) * n1 + math.sin(angle) * n2, -math.sin(angle) * n1 + math.cos(angle) * n2
+    return np.stack([tangent, n1, n2], axis=1)
+
+
+def _render_blob(
+    image, grid, centre, semi_axes, rotation, target_peak_hu, blur_sigma_mm, max_contrast=2500.0
+):
+    """Blurred partial-volume blob whose noise-free peak over the image is target_peak_hu.
+
+    Returns (box, blurred fraction, support mask, contrast HU, material HU) with nothing painted yet, or
+    None when the blob misses the grid, lies on anything reaching MAX_BACKGROUND_HU (bone, calcium) or
+    would need an implausible contrast (too small for the voxels).
+    """
+    pad = int(np.ceil(3 * blur_sigma_mm / min(grid.spacing))) + 1
+    shape = render.ellipsoid_fraction(grid, centre, semi_axes, rotation, supersample=3)
+    if shape is None:
+        return None
+    box, fraction = shape
+    padded = []
+    for sl, n in zip(box, grid.shape, strict=True):
+        lo, hi = max(sl.start - pad, 0), min(sl.stop + pad, n)
+        padded.append((slice(lo, hi), sl.start - lo))
+    big_box = tuple(p[0] for p in padded)
+    field = np.zeros(tuple(p[0].stop - p[0].start for p in padded), dtype=np.float32)
+    field[tuple(slice(p[1], p[1] + s) for p, s in zip(padded, fraction.shape, strict=True))] = fraction
+    field = render.blur(field, grid, blur_sigma_mm)
+    support = field >= PLAQUE_SUPPORT_FRACTION
+    if not support.any():
+        return None
+    background = image[big_box][support]
+    if background.max() >= MAX_BACKGROUND_HU:
+        return None
+    # Largest contrast keeping background + contrast * fraction <= target everywhere: the peak hits it.
+    contrast = float(np.min((target_peak_hu - background) / field[support]))
+    if contrast > max_contrast:
+        return None
+    material = float(background[np.argmax(field[support])] + contrast)
+    return big_box, field, support, contrast, material
+
+
+def _measured(blobs, calcium_mask, image) -> list[Calcification]:
+    """Fill in each blob's voxel count and peak HU among its support voxels that are calcium."""
+    result = []
+    for blob, box, support in blobs:
+        voxels = calcium_mask[box] & support
+        blob.n_voxels = int(voxels.sum())
+        blob.peak_hu = float(image[box][voxels].max()) if blob.n_voxels else None
+        result.append(blob)
+    return result
+
+
+def make_thorax_phantom(
+    seed: int = 0,
+    shape=(48, 256, 256),
+    spacing=(0.8, 0.8, 3.0),
+    noise_hu: float | None = None,
+    blur_sigma_mm: float = 0.6,
+    n_plaques: dict | None = None,
+    p_no_calcium: float = 0.2,
+    plaque_peak_hu=(150.0, 1000.0),
+    plaque_size_mm=(0.8, 2.5),
+    n_aortic_calcifications=(0, 5),
+    compute_scores: bool = True,
+) -> ThoraxPhantom:
+    """A random but anatomically plausible non-contrast cardiac CT with labelled coronary calcium.
+
+    shape (z, y, x), spacing (x, y, z) mm. noise_hu None draws the noise SD from 8-22 HU. n_plaques maps
+    artery -> (min, max) plaque count (default DEFAULT_N_PLAQUES). Plaque target peaks fall in
+    plaque_peak_hu, spread over the four Agatston density bands; plaque semi-axes across the vessel lie in
+    plaque_size_mm (up to twice as long along it).
+    """
+    rng = np.random.default_rng(seed)
+    counts = {**DEFAULT_N_PLAQUES, **(n_plaques or {})}
+    drawn_noise_hu = rng.uniform(8.0, 22.0)  # drawn either way: the anatomy does not depend on noise_hu
+    noise_hu = float(drawn_noise_hu if noise_hu is None else noise_hu)
+    grid = render.Grid.centred(shape, spacing, centre=(15.0, -5.0, 0.0))
+    xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
+    nz = grid.shape[0]
+    x2, y2 = xs[None, :], ys[:, None]
+
+    # ---- body, lungs, liver (z-invariant outlines first, one slice repeated)
+    body_a, body_b = rng.uniform(145.0, 165.0), rng.uniform(100.0, 115.0)
+    fat = rng.uniform(8.0, 20.0)
+    body_q = (x2 / body_a) ** 2 + (y2 / body_b) ** 2
+    plane = np.full(grid.shape[1:], AIR, dtype=np.float32)
+    plane[body_q <= 1.0] = FAT
+    plane[(x2 / (body_a - fat)) ** 2 + (y2 / (body_b - fat)) ** 2 <= 1.0] = MUSCLE
+    image = np.repeat(plane[None], nz, axis=0)
+
+    lung_q = {
+        side: ((x2 - side * body_a * 0.45) / (body_a * 0.34)) ** 2 + ((y2 - 8.0) / (body_b * 0.66)) ** 2
+        for side in (-1, 1)
+    }
+    lung_bottom = zs[0] + rng.uniform(-10.0, 20.0)
+    taper = np.clip((zs - lung_bottom) / 40.0, 0.0, 1.0)[:, None, None]  # lungs narrow towards the diaphragm
+    lungs = (lung_q[-1][None] <= taper) | (lung_q[1][None] <= taper)
+    image[lungs] = LUNG
+    liver_centre = np.array([-45.0, 15.0, zs[0] - rng.uniform(5.0, 25.0)])
+    liver_box = grid.box(liver_centre, (95.0, 85.0, 60.0))
+    if liver_box is not None:
+        zb, yb, xb = liver_box
+        liver = ((xs[xb][None, None, :] - liver_centre[0]) / 95.0) ** 2 + (
+            (ys[yb][None, :, None] - liver_centre[1]) / 85.0
+        ) ** 2 + ((zs[zb][:, None, None] - liver_centre[2]) / 60.0) ** 2 <= 1.0
+        image[liver_box][liver] = LIVER
+
+    # ---- heart, aortas, coronaries
+    scale = rng.uniform(0.88, 1.1)
+    heart = _Heart(
+        centre=(rng.uniform(15.0, 28.0), rng.uniform(-15.0, -5.0), rng.uniform(-12.0, 2.0)),
+        long_semi_axis=rng.uniform(56.0, 64.0) * scale,
+        short_semi_axis=rng.uniform(40.0, 46.0) * scale,
+        azimuth_deg=rng.uniform(35.0, 55.0),
+        elevation_deg=rng.uniform(25.0, 40.0),
+    )
+    epicardial_fat = rng.uniform(6.0, 10.0)
+    heart_box = grid.box(heart.centre, np.full(3, heart.a + epicardial_fat))
+    if heart_box is not None:
+        zb, yb, xb = heart_box
+        region = image[heart_box]
+        region[heart.local_q(xs[xb], ys[yb], zs[zb], epicardial_fat) <= 1.0] = EPICARDIAL_FAT
+        region[heart.local_q(xs[xb], ys[yb], zs[zb]) <= 1.0] = MYOCARDIUM
+        region[heart.local_q(xs[xb], ys[yb], zs[zb], -12.0, long_scale=0.75) <= 1.0] = BLOOD
+
+    root = heart.centre + rng.uniform(-0.8, -0.7) * heart.a * heart.long + rng.uniform(5.0, 12.0) * heart.ant
+    ascending_dir = (rng.uniform(-0.25, -0.05), rng.uniform(-0.2, 0.0), 1.0)
+    ascending_r, descending_r = AORTA_RADIUS_MM
+    _paint_vertical_tube(image, grid, zs, xs, ys, root, ascending_dir, ascending_r, BLOOD, z_from=root[2])
+    spine_y = body_b * rng.uniform(0.58, 0.64)
+    vertebra_r = rng.uniform(15.0, 19.0)
+    descending_start = np.array([vertebra_r + rng.uniform(5.0, 9.0), spine_y - rng.uniform(10.0, 16.0), 0.0])
+    descending_dir = (rng.uniform(-0.05, 0.05), 0.0, 1.0)
+    _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r, BLOOD)
+    tree = _coronary_tree(heart, rng, root, ascending_r)
+    for points, radii in tree.values():
+        _paint_tube(image, grid, points, radii, BLOOD)
+
+    # ---- bones: spine (vertebral bodies, discs, posterior elements), ribs, sternum
+    bone = np.zeros(grid.shape, dtype=bool)
+    cortical = rng.uniform(800.0, 1000.0)
+    r_spine = np.sqrt(x2**2 + (y2 - spine_y) ** 2)
+    body_plane = r_spine <= vertebra_r
+    canal_y = spine_y + vertebra_r + 9.0
+    r_canal = np.sqrt(x2**2 + (y2 - canal_y) ** 2)
+    posterior = ((r_canal > 8.0) & (r_canal <= 12.5) & (y2 >= canal_y - 3.0)) | (
+        (np.abs(x2) <= 3.5) & (y2 >= canal_y + 10.0) & (y2 <= canal_y + 32.0)
+    )
+    disc_period, disc_width = rng.uniform(26.0, 30.0), 5.0
+    in_disc = ((zs - rng.uniform(0.0, disc_period)) % disc_period) < disc_width
+    image[:, body_plane] = CANCELLOUS_BONE
+    image[:, body_plane & (r_spine > vertebra_r - 1.8)] = cortical
+    image[:, posterior] = cortical * 0.8
+    image[:, r_canal <= 8.0] = 20.0  # spinal canal
+    bone[:, body_plane | posterior] = True
+    disc = in_disc[:, None, None] & body_plane[None]
+    image[disc] = DISC
+    bone[disc] = False
+
+    sternum_y = -(body_b - fat - rng.uniform(6.0, 9.0))
+    sternum_q = (x2 / 14.0) ** 2 + ((y2 - sternum_y) / 6.5) ** 2
+    image[:, sternum_q <= 1.0] = cortical * 0.85
+    image[:, (x2 / 11.5) ** 2 + ((y2 - sternum_y) / 4.0) ** 2 <= 1.0] = CANCELLOUS_BONE
+    bone[:, sternum_q <= 1.0] = True
+
+    # Ribs: flat cross-sections (7 x 12 mm) below the chest wall surface, sloping down anteriorly.
+    theta = np.arctan2(*np.broadcast_arrays(y2, x2))
+    ellipse_radius = 1.0 / np.sqrt((np.cos(theta) / body_a) ** 2 + (np.sin(theta) / body_b) ** 2)
+    depth = (1.0 - np.sqrt(body_q)) * ellipse_radius - (fat + rng.uniform(5.0, 8.0))
+    from_posterior = np.abs(np.angle(np.exp(1j * (theta - np.pi / 2)))) / np.pi  # 0 back .. 1 front
+    ring = (np.abs(depth) <= 3.5) & (from_posterior >= 0.1) & (from_posterior <= 0.78)
+    ring_y, ring_x = np.nonzero(ring)
+    rib_drop, rib_period = rng.uniform(110.0, 150.0), rng.uniform(24.0, 28.0)
+    rib_phase = rng.uniform(0.0, rib_period)
+    rib_value = rng.uniform(700.0, 900.0)
+    dr = depth[ring_y, ring_x]
+    # Height of each ring pixel relative to the nearest rib's centre, by rib index along z.
+    z_rel = zs[:, None] - (rib_phase - rib_drop * from_posterior[ring_y, ring_x])[None, :]
+    dz = z_rel - rib_period * np.round(z_rel / rib_period)
+    in_rib = (dr[None] / 3.5) ** 2 + (dz / 6.0) ** 2 <= 1.0
+    marrow = (dr[None] / 2.0) ** 2 + (dz / 4.5) ** 2 <= 1.0
+    kz, kp = np.nonzero(in_rib)
+    image[kz, ring_y[kp], ring_x[kp]] = rib_value
+    bone[kz, ring_y[kp], ring_x[kp]] = True
+    kz, kp = np.nonzero(marrow)
+    image[kz, ring_y[kp], ring_x[kp]] = CANCELLOUS_BONE
+
+    image = render.blur(image, grid, blur_sigma_mm)
+
+    # ---- calcifications: aortic (label 0) first, then coronary plaques away from anything bright
+    support_artery = np.zeros(grid.shape, dtype=np.uint8)
+    aortic_support = np.zeros(grid.shape, dtype=bool)
+    ostia = [tree["LM"][0][0], tree["RCA"][0][0]]
+
+    def place(centre, semi_axes, rotation, target):
+        """Render a blob; None where it cannot reach its target or would touch bone or other calcium."""
+        rendered = _render_blob(image, grid, centre, semi_axes, rotation, target, blur_sigma_mm)
+        if rendered is None:
+            return None
+        box, field, support, contrast, material = rendered
+        if (support_artery[box][support] > 0).any() or aortic_support[box][support].any():
+            return None
+        return box, field, contrast, material, support
+
+    aortic = []
+    for _ in range(int(rng.integers(n_aortic_calcifications[0], n_aortic_calcifications[1] + 1))):
+        for _attempt in range(20):
+            descending = rng.uniform() < 0.6
+            start, direction, radius = (
+                (descending_start, _unit(descending_dir), descending_r)
+                if descending
+                else (root, _unit(ascending_dir), ascending_r)
+            )
+            z_low = zs[1] if descending else max(zs[1], root[2])  # the ascending aorta starts at the root
+            if z_low >= zs[-2]:
+                continue
+            z = rng.uniform(z_low, zs[-2])
+            axis_point = start + direction * (z - start[2]) / direction[2]
+            angle = rng.uniform(0, 2 * np.pi)
+            radial = np.array([math.cos(angle), math.sin(angle), 0.0])
+            centre = axis_point + (radius - 0.5) * radial
+            if min(np.linalg.norm(centre - o) for o in ostia) < 15.0:
+                continue
+            rotation = np.stack([np.cross(direction, radial), radial, direction], axis=1)
+            semi = tuple(
+                float(v) for v in (rng.uniform(1.5, 4.0), rng.uniform(0.8, 1.8), rng.uniform(1.5, 5.0))
+            )
+            target = float(rng.uniform(250.0, 1000.0))
+            placed = place(centre, semi, rotation, target)
+            if placed is None:
+                continue
+            box, blob, contrast, material, support = placed
+            image[box] += contrast * blob
+            aortic_support[box] |= support
+            blob_info = Calcification(
+                "aorta", 0, tuple(map(float, centre)), semi, target, float(material), None, 0
+            )
+            aortic.append((blob_info, box, support))
+            break
+
+    bands = [(max(lo, plaque_peak_hu[0]), min(hi, plaque_peak_hu[1])) for lo, hi in AGATSTON_PEAK_BANDS_HU]
+    bands = [band for band in bands if band[0] < band[1]]
+    plaques_spec = []
+    if rng.uniform() >= p_no_calcium:
+        for key in ARTERIES:
+            lo, hi = counts[key]
+            plaques_spec += [key] * int(rng.integers(lo, hi + 1))
+    plaques = []
+    size = np.array(grid.shape[::-1])
+    for key in plaques_spec:
+        points, radii = tree[key]
+        for _attempt in range(30):
+            i = int(len(points) * 0.85 * rng.uniform() ** 1.5)  # proximal segments calcify more often
+            index = grid.to_index(points[i])
+            if np.any(index < [3, 3, 1]) or np.any(index > size - [4, 4, 2]):
+                continue
+            tangent = points[min(i + 1, len(points) - 1)] - points[max(i - 1, 0)]
+            rotation = _frame_from_tangent(tangent, rng)
+            across = rng.uniform(*plaque_size_mm)
+            semi = (min(across * rng.uniform(1.0, 2.0), 5.0), across, across * rng.uniform(0.6, 1.0))
+            centre = points[i] + radii[i] * rng.uniform(0.2, 0.7) * rotation[:, 1]
+            band = bands[int(rng.integers(len(bands)))]
+            target = float(rng.uniform(band[0], band[1]))
+            placed = place(centre, semi, rotation, target)
+            if placed is None:
+                continue
+            box, blob, contrast, material, support = placed
+            image[box] += contrast * blob
+            support_artery[box][support] = LABEL_ID[key]
+            blob_info = Calcification(
+                key,
+                LABEL_ID[key],
+                tuple(map(float, centre)),
+                tuple(map(float, semi)),
+                target,
+                material,
+                None,
+                0,
+            )
+            plaques.append((blob_info, box, support))
+            break
+
+    render.add_noise(image, noise_hu, rng)
+    np.rint(image, out=image)  # whole HU, as scanners store them (NIfTI and DICOM then agree exactly)
+    calcified = image >= SCORING_THRESHOLD_HU
+    labels = np.where(calcified, support_artery, 0).astype(np.uint8)
+    aortic_calcium_mask = calcified & aortic_support
+
+    info = ScanInfo(
+        slice_thickness_mm=grid.spacing[2],
+        slice_increment_mm=grid.spacing[2],
+        kvp=120.0,
+        manufacturer="CACScoring phantom",
+        modality="CT",
+        patient_id=f"PHANTOM-THORAX-{seed:04d}",
+        source=f"phantom:thorax seed={seed}",
+    )
+    ct = CTVolume(array=image, spacing=grid.spacing, origin=grid.origin, info=info)
+    plaques = _measured(plaques, labels > 0, image)
+    aortic = _measured(aortic, aortic_calcium_mask, image)
+    anatomy = {
+        "body_semi_axes_mm": [float(body_a), float(body_b)],
+        "heart_centre_mm": heart.centre.tolist(),
+        "heart_semi_axes_mm": [heart.a, heart.b, heart.b],
+        "heart_long_axis": heart.long.tolist(),
+        "aortic_root_mm": root.tolist(),
+        "lung_centres_mm": [[side * body_a * 0.45, 8.0] for side in (-1.0, 1.0)],
+        "spine_centre_mm": [0.0, float(spine_y)],
+        "vertebral_body_radius_mm": float(vertebra_r),
+    }
+    scores = score_volume(ct, labels, ScoringParams()) if compute_scores else None
+    return ThoraxPhantom(
+        ct=ct,
+        labels=labels,
+        scores=scores,
+        plaques=plaques,
+        aortic_calcifications=aortic,
+        bone_mask=bone,
+        aortic_calcium_mask=aortic_calcium_mask,
+        seed=seed,
+        noise_hu=noise_hu,
+        blur_sigma_mm=float(blur_sigma_mm),
+        anatomy=anatomy,
+    )

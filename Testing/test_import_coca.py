@@ -254,3 +254,10 @@ def test_cli_imports_and_prints_a_summary(tmp_path, capsys):
                 "--no-progress",
             ]
         )
+
+
+def test_cacscoring_main_exits_2_on_a_folder_that_is_not_coca(tmp_path, capsys):
+    from CACScoringLib.cli import main
+
+    assert main(["import-coca", str(tmp_path), str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "Gated_release_final" in capsys.readouterr().err

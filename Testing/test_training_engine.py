@@ -130,3 +130,24 @@ def test_cli_rejects_unknown_keys_with_exit_code_2(tmp_path, manifest, capsys):
     assert main(["train", str(config), "train.epoch=3"]) == 2
     assert "unknown config key(s): train.epoch" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_training_on_generated_phantoms(tmp_path):
+    from CACScoringLib.models.package import load_package
+
+    config = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'phantom-run'}",
+            "data.source=phantom",
+            "data.phantom={train_seeds: [0, 2], val_seeds: [100, 101], shape: [8, 96, 96], options: {spacing: [1.6, 1.6, 3.0]}}",
+            "model.inplane_spacing_mm=1.6",
+            "data.patch_size=[32, 32]",
+            "model.kwargs={channels: [4, 8], strides: [2], num_res_units: 0}",
+            "train={epochs: 1, batch_size: 4, progress: false}",
+        ],
+    )
+    result = train(config)
+    assert result.epochs_run == 1 and np.isfinite(result.history[0]["val_dice"])
+    card = load_package(result.package_dir).metadata
+    assert card["training_data"].startswith("synthetic thorax phantoms") and "seeds 0..1 for training (2)" in card["training_data"]

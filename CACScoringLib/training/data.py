@@ -68,12 +68,10 @@ def manifest_cases(path) -> list[Case]:
 def phantom_cases(seeds: range, shape, options: dict) -> list[Case]:
     """One generated thorax phantom per seed; each phantom is its own patient."""
     from ..phantom import make_thorax_phantom
-    from ..scoring import ScoringParams, score_volume
 
     cases = []
     for seed in seeds:
-        phantom = make_thorax_phantom(seed=seed, shape=tuple(shape), **options)
-        result = score_volume(phantom.ct, phantom.labels, ScoringParams())
+        phantom = make_thorax_phantom(seed=seed, shape=tuple(shape), compute_scores=True, **options)
         cases.append(
             Case(
                 id=f"phantom-{seed}",
@@ -81,9 +79,7 @@ def phantom_cases(seeds: range, shape, options: dict) -> list[Case]:
                 image=phantom.ct.array.astype(np.float32, copy=False),
                 labels=np.asarray(phantom.labels, dtype=np.uint8),
                 spacing=tuple(phantom.ct.spacing),
-                reference_scores={
-                    key: {"agatston": float(value.agatston)} for key, value in result.arteries.items()
-                },
+                reference_scores={key: {"agatston": float(v.agatston)} for key, v in phantom.scores.arteries.items()},
             )
         )
     return cases

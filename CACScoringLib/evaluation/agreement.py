@@ -164,7 +164,8 @@ def score_agreement(
         raise InputError(f"score agreement needs at least 2 cases, got {n}")
     ci = {"resamples": resamples, "seed": seed, "level": level}
     pearson_test = _scipy_quiet(stats.pearsonr, x, y) if n >= 3 else None
-    fisher = pearson_test.confidence_interval(level) if pearson_test is not None else None
+    # Fisher's z needs n > 3 (its standard error is 1 / sqrt(n - 3))
+    fisher = pearson_test.confidence_interval(level) if pearson_test is not None and n > 3 else None
     spearman_test = _scipy_quiet(stats.spearmanr, x, y) if n >= 3 else None
     regression = _scipy_quiet(stats.linregress, x, y) if np.ptp(x) > 0 else None
     nan = float("nan")

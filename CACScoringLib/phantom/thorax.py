@@ -4,8 +4,8 @@ World frame is DICOM patient LPS (x to the patient's left, y posterior, z superi
 array index x grows to the patient's left (radiological display) and slice index grows towards the head.
 
 Tissues (HU): air -1000, fat -100 (subcutaneous) / -90 (epicardial), muscle 45, lung -850, blood 40,
-myocardium 50, liver 60, intervertebral disc 80, cancellous bone 250, cortical bone 800-1000 (spine,
-sternum) and 700-900 (ribs). Structures: elliptical body with a fat layer, two lungs, liver dome, vertebrae
+myocardium 50, liver 60, intervertebral disc 80, cancellous bone 250, cortical bone 1000-1300 (spine;
+sternum and posterior elements 85% and 80% of it) and 800-1100 (ribs). Structures: elliptical body with a fat layer, two lungs, liver dome, vertebrae
 with discs and posterior elements, ribs sloping down anteriorly, sternum, heart (ellipsoid with epicardial
 fat, myocardium, blood pool) on an oblique long axis, ascending aorta from the aortic root and descending
 aorta beside the spine, and coronary arteries as tubes on the heart surface: LM from the aortic root to
@@ -367,7 +367,7 @@ def make_thorax_phantom(
 
     # ---- bones: spine (vertebral bodies, discs, posterior elements), ribs, sternum
     bone = np.zeros(grid.shape, dtype=bool)
-    cortical = rng.uniform(800.0, 1000.0)
+    cortical = rng.uniform(1000.0, 1300.0)
     r_spine = np.sqrt(x2**2 + (y2 - spine_y) ** 2)
     body_plane = r_spine <= vertebra_r
     canal_y = spine_y + vertebra_r + 9.0
@@ -378,7 +378,7 @@ def make_thorax_phantom(
     disc_period, disc_width = rng.uniform(26.0, 30.0), 5.0
     in_disc = ((zs - rng.uniform(0.0, disc_period)) % disc_period) < disc_width
     image[:, body_plane] = CANCELLOUS_BONE
-    image[:, body_plane & (r_spine > vertebra_r - 1.8)] = cortical
+    image[:, body_plane & (r_spine > vertebra_r - 2.0)] = cortical
     image[:, posterior] = cortical * 0.8
     image[:, r_canal <= 8.0] = 20.0  # spinal canal
     bone[:, body_plane | posterior] = True
@@ -401,7 +401,7 @@ def make_thorax_phantom(
     ring_y, ring_x = np.nonzero(ring)
     rib_drop, rib_period = rng.uniform(110.0, 150.0), rng.uniform(24.0, 28.0)
     rib_phase = rng.uniform(0.0, rib_period)
-    rib_value = rng.uniform(700.0, 900.0)
+    rib_value = rng.uniform(800.0, 1100.0)
     dr = depth[ring_y, ring_x]
     # Height of each ring pixel relative to the nearest rib's centre, by rib index along z.
     z_rel = zs[:, None] - (rib_phase - rib_drop * from_posterior[ring_y, ring_x])[None, :]

@@ -8,7 +8,6 @@ Grid: 0.5 x 0.5 mm pixels (0.25 mm²), 3 mm slices (no slice normalisation), les
   d: LM 6x6 px at 350 HU (weight 3) on one slice   -> 9 mm² * 3 = 27;     prediction calls it LAD
 """
 
-import argparse
 import csv
 import json
 
@@ -17,9 +16,8 @@ import pytest
 import torch
 from scipy import stats
 
-from CACScoringLib.cli import evaluate as evaluate_cli
+from CACScoringLib.cli import main
 from CACScoringLib.data.manifest import ManifestCase, write_manifest
-from CACScoringLib.errors import InputError
 from CACScoringLib.io import read_ct, read_labels, write_image, write_labels
 from CACScoringLib.labels import LABEL_ID
 from CACScoringLib.volume import CTVolume
@@ -64,10 +62,7 @@ def dataset(tmp_path):
 
 
 def run_evaluate(*argv):
-    parser = argparse.ArgumentParser(prog="cacscoring")
-    evaluate_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["evaluate", *map(str, argv), "--bootstrap", "200", "--quiet"])
-    return args.func(args)
+    return main(["evaluate", *map(str, argv), "--bootstrap", "200", "--quiet"])
 
 
 def _read_rows(path):
@@ -184,17 +179,18 @@ def test_single_case_reports_without_agreement(dataset):
     assert set(report["files"]) == {"json", "csv", "risk_confusion"}
 
 
-def test_bad_inputs_name_the_problem(dataset):
+def test_bad_inputs_exit_2_naming_the_problem(dataset, capsys):
+    folders = ("--ref", dataset / "ref", "--images", dataset / "images", "--output", dataset / "x")
+
+    def error(*argv):
+        assert run_evaluate(*argv) == 2
+        return capsys.readouterr().err
+
     (dataset / "pred" / "c.nii.gz").unlink()
-    with pytest.raises(InputError, match=r"no predicted label map .* case\(s\) c"):
-        run_evaluate("--pred", dataset / "pred", "--ref", dataset / "ref", "--images", dataset / "images",
-                     "--output", dataset / "x")
-    with pytest.raises(InputError, match="--ref REF_DIR and --images"):
-        run_evaluate("--pred", dataset / "pred", "--output", dataset / "x")
-    with pytest.raises(InputError, match="needs --model"):
-        run_evaluate("--pred", dataset / "pred", "--ref", dataset / "ref", "--images", dataset / "images",
-                     "--output", dataset / "x", "--save-predictions")
+    assert "no predicted label map in" in error("--pred", dataset / "pred", *folders)
+    assert "case(s) c:" in error("--pred", dataset / "pred", *folders)
+    assert "--ref REF_DIR and --images" in error("--pred", dataset / "pred", "--output", dataset / "x")
+    assert "needs --model" in error("--pred", dataset / "pred", *folders, "--save-predictions")
     (dataset / "images" / "d.nii.gz").unlink()
-    with pytest.raises(InputError, match=r"no image .* case\(s\) d"):
-        run_evaluate("--pred", dataset / "pred", "--ref", dataset / "ref", "--images", dataset / "images",
-                     "--output", dataset / "x")
+    assert "no image in" in error("--pred", dataset / "pred", *folders)
+    assert not (dataset / "x").exists()

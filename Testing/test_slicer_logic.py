@@ -307,3 +307,14 @@ def test_terminology_files_agree_with_the_label_contract_and_load_in_slicer(slic
     names = vtk.vtkStringArray()
     logic.GetLoadedTerminologyNames(names)
     assert terminology.TERMINOLOGY_CONTEXT in [names.GetValue(i) for i in range(names.GetNumberOfValues())]
+
+
+def test_segment_editor_preset_masks_painting_to_calcium(scene_logic):
+    import slicer
+
+    editor_node = scene_logic.segment_editor_node()
+    assert scene_logic.segment_editor_node() is editor_node  # one per scene
+    scene_logic.apply_calcium_mask_preset(editor_node)
+    assert editor_node.GetSourceVolumeIntensityMask()
+    assert tuple(editor_node.GetSourceVolumeIntensityMaskRange()) == (130.0, 10000.0)
+    assert editor_node.GetOverwriteMode() == slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments

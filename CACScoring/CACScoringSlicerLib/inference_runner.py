@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 
 CANCELLED_EXIT_CODE = 3
 INPUT_ERROR_EXIT_CODE = 2
@@ -18,36 +19,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", default="", help="registry id or model package folder; empty: registry default")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def progress(fraction: float, message: str = "") -> None:
         print(f"PROGRESS {float(fraction):.4f} {message}", flush=True)
 
+    import SimpleITK as sitk
+
     from CACScoringLib.errors import InputError
+    from CACScoringLib.inference import Cancelled, segment
+    from CACScoringLib.volume import CTVolume
 
     try:
-        import SimpleITK as sitk
-
-        from CACScoringLib.inference import segment
-        from CACScoringLib.volume import CTVolume
-
-        progress(0.0, "reading CT")
         ct = CTVolume.from_sitk(sitk.ReadImage(args.input))
-        labels = segment(ct, model=args.model, device=args.device, progress=progress,
-                         cancel=lambda: stop["requested"])
-        if stop["requested"]:
-            return CANCELLED_EXIT_CODE
-        sitk.WriteImage(ct.to_sitk(labels.astype("uint8")), args.output)
-        progress(1.0, "done")
-        return 0
+        result = segment(ct, model=args.model or None, device=args.device, progress=progress, cancel=stop)
+    except Cancelled:
+        return CANCELLED_EXIT_CODE
     except InputError as error:
         print(error, flush=True)
         return INPUT_ERROR_EXIT_CODE
+    for warning in result.warnings:
+        print(f"warning: {warning}", flush=True)
+    sitk.WriteImage(ct.to_sitk(result.labels), args.output)
+    return 0
 
 
 if __name__ == "__main__":

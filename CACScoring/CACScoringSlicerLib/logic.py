@@ -19,6 +19,7 @@ from scipy import ndimage
 from CACScoringLib.errors import InputError
 from CACScoringLib.labels import ARTERIES, ARTERY_LABELS, LABEL_ID
 from CACScoringLib.scoring import IncrementalScorer, ScoreResult, ScoringParams, preset
+from CACScoringLib.scoring.params import STANDARD_THRESHOLD_HU
 
 from . import geometry, report
 from .inference_job import InferenceJob
@@ -30,13 +31,14 @@ SCORE_TABLE_COLUMNS = ("Artery", "3D lesions", "Agatston", "Volume (mm³)", "Mas
 LESION_TABLE_COLUMNS = ("ID", "Artery", "Slices", "Agatston", "Volume (mm³)", "Peak HU")
 _SEGMENTATION_EVENTS = ("SourceRepresentationModified", "SegmentAdded", "SegmentRemoved", "SegmentModified")
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+MASK_UPPER_HU = 10000.0  # above any CT value: the mask is a lower bound only
 
 
 @dataclass
 class ScoringOptions:
     """What `process` and the panel need besides the nodes."""
 
-    model: str = ""
+    model: str = ""  # registry id or model package folder; empty: the registry's default model
     device: str = "auto"
     preset: str = "standard"
     overwrite_edited: bool = False  # replace a segmentation the reader has edited (else: a new node)
@@ -89,6 +91,23 @@ class CACScoringSceneLogic:
         if volume_node is None or segmentation_node is None:
             return None
         return self.start_live_scoring(volume_node, segmentation_node, params)
+
+    # --- Segment Editor ---
+
+    def segment_editor_node(self):
+        """The panel's Segment Editor node (a scene singleton, so its settings are saved with the scene)."""
+        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+            node.SetSingletonTag(MODULE_NAME)
+        return node
+
+    @staticmethod
+    def apply_calcium_mask_preset(editor_node, threshold_hu: float = STANDARD_THRESHOLD_HU) -> None:
+        """Painting takes only voxels >= threshold, and a stroke takes voxels from the other arteries."""
+        editor_node.SetSourceVolumeIntensityMask(True)
+        editor_node.SetSourceVolumeIntensityMaskRange(threshold_hu, MASK_UPPER_HU)
+        editor_node.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments)
 
     # --- segmentation node ---
 
@@ -234,7 +253,7 @@ class CACScoringSceneLogic:
                 array.InsertNextValue(row[column])
             table.AddColumn(array)
         table_node.SetAndObserveTable(table)
-        table_node.SetUseColumnTitleAsColumnHeader(True)
+        table_node.SetUseColumnNameAsColumnHeader(True)
         table_node.SetLocked(True)
 
     def update_tables(self) -> None:
@@ -339,8 +358,6 @@ class CACScoringSceneLogic:
 
     @staticmethod
     def start_inference(volume_node, options: ScoringOptions) -> InferenceJob:
-        if not options.model:
-            raise InputError("no segmentation model selected: pick a model from the list")
         return InferenceJob(geometry.ct_from_volume_node(volume_node), options.model, options.device).start()
 
     def finish_inference(self, job: InferenceJob, volume_node, segmentation_node, options: ScoringOptions):

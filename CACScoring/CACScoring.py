@@ -1,0 +1,487 @@
+"""CACScoring: coronary artery calcium scoring with live per-artery scores while the reader edits.
+
+Module / Widget / Logic / Test as in Slicer's scripted module template. The Widget only wires the .ui to
+the Logic; the MRML work lives in CACScoringSlicerLib (GUI-free, tested with slicer-core).
+"""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def _addLibraryPath() -> None:
+    """Find CACScoringLib: beside this file in a built extension, at the repository root in a source tree."""
+    moduleDir = Path(__file__).resolve().parent
+    for candidate in (moduleDir, moduleDir.parent):
+        if (candidate / "CACScoringLib" / "__init__.py").is_file():
+            if str(candidate) not in sys.path:
+                sys.path.insert(0, str(candidate))
+            return
+
+
+_addLibraryPath()
+
+RESCORE_DELAY_MS = 50  # an edit stroke fires several events: rescore once, shortly after the last
+POLL_INTERVAL_MS = 200
+DELETE_CHOICE = "Delete"
+
+
+class CACScoring(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "CAC Scoring"
+        self.parent.categories = ["Cardiac"]
+        self.parent.dependencies = ["Segmentations", "Markups"]
+        self.parent.contributors = ["CACScoring contributors"]
+        self.parent.helpText = (
+            "Coronary artery calcium scoring on non-contrast cardiac CT: a MONAI model segments calcium per "
+            "artery (LM, LAD, LCX, RCA); correct the segments in the embedded Segment Editor and the Agatston, "
+            "volume and mass scores follow every stroke. Research software, not for clinical decisions."
+        )
+        self.parent.acknowledgementText = "Built on 3D Slicer, MONAI and SimpleITK."
+
+
+@parameterNodeWrapper
+class CACScoringParameterNode:
+    """Saved with the scene: reopening it restores the session (same reference names the Logic reads)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    model: str = ""
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    preset: str = "standard"
+    outputFolder: Path
+    scoreTable: vtkMRMLTableNode
+    lesionTable: vtkMRMLTableNode
+
+
+def requirementsFile() -> Path:
+    from CACScoringLib.resources import resources_dir
+
+    return resources_dir() / "requirements.txt"
+
+
+def unmetRequirements() -> list[str]:
+    """What is missing or too old, one line each (quick: reads package metadata, imports nothing heavy)."""
+    import importlib.util
+
+    from CACScoringSlicerLib.dependencies import read_requirements, unmet_requirements
+
+    unmet = [u.describe() for u in unmet_requirements(read_requirements(requirementsFile()))]
+    if importlib.util.find_spec("torch") is None:
+        unmet.insert(0, "PyTorch (installed through the PyTorch extension)")
+    return unmet
+
+
+def ensureRequirements() -> bool:
+    """Install what is missing after asking: torch through PyTorchUtils, the rest from requirements.txt
+    with pip. Returns False when the user declined or an install failed (after saying what failed)."""
+    import importlib.util
+
+    from CACScoringSlicerLib.dependencies import TORCH_REQUIREMENT, read_requirements, unmet_requirements
+
+    missing = unmetRequirements()
+    if not missing:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(
+        "CAC Scoring needs these Python packages:\n\n" + "\n".join(missing)
+        + "\n\nInstall them now? This may take several minutes.",
+        windowTitle="CAC Scoring: install requirements",
+    ):
+        return False
+    if importlib.util.find_spec("torch") is None:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay("PyTorch is missing: install the PyTorch extension from the Extensions Manager "
+                                     "and restart Slicer.")
+            return False
+        torchSpecifier = TORCH_REQUIREMENT.removeprefix("torch")
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                         torchVersionRequirement=torchSpecifier) is None:
+            slicer.util.errorDisplay("PyTorch could not be installed: see the PyTorch Utils module and the log.")
+            return False
+    for item in unmet_requirements(read_requirements(requirementsFile())):
+        try:
+            slicer.util.pip_install(str(item.requirement))
+        except Exception as error:  # pip's failure is shown as is: it names the package and the reason
+            slicer.util.errorDisplay(f"Installing {item.requirement} failed: {error}")
+            return False
+    return True
+
+
+class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CACScoring.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = CACScoringLogic()
+
+        self._rescoreTimer = qt.QTimer()
+        self._rescoreTimer.setSingleShot(True)
+        self._rescoreTimer.setInterval(RESCORE_DELAY_MS)
+        self._rescoreTimer.connect("timeout()", self.onRescoreTimer)
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self.onPollTimer)
+
+        from CACScoringLib.labels import ARTERIES
+
+        self.ui.reassignComboBox.addItems([*ARTERIES, DELETE_CHOICE])
+        self._choicesFilled = False
+        self._fillChoices()
+        self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelChanged)
+        self.ui.presetComboBox.connect("currentTextChanged(QString)", self.onPresetChanged)
+        self.ui.segmentEditorWidget.setMaximumNumberOfUndoStates(10)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.calciumMaskButton.connect("clicked(bool)", self.onCalciumMaskButton)
+        self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onLesionClicked)
+        self.ui.reassignButton.connect("clicked(bool)", self.onReassignButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.initializeParameterNode()
+
+    def _fillChoices(self) -> bool:
+        """Model and preset lists come from CACScoringLib, so only once its requirements are installed."""
+        if self._choicesFilled or unmetRequirements():
+            return self._choicesFilled
+        from CACScoringLib.models.registry import Registry
+        from CACScoringLib.scoring import PRESETS
+
+        self.ui.modelComboBox.clear()
+        self.ui.modelComboBox.addItem("")  # empty: the registry's default model
+        self.ui.modelComboBox.addItems(Registry.load().ids)
+        self.ui.presetComboBox.clear()
+        self.ui.presetComboBox.addItems(list(PRESETS))
+        self._choicesFilled = True
+        self._updateGUIFromParameterNode()
+        return True
+
+    def _ready(self) -> bool:
+        return ensureRequirements() and self._fillChoices()
+
+    def cleanup(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+        self.removeObservers()
+        if self.logic is not None and self.logic.hasCore:
+            self.logic.core.stop_live_scoring()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:
+            self._job.cancel()
+        if self.logic.hasCore:
+            self.logic.core.stop_live_scoring()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        """A loaded scene with a CACScoring session resumes live scoring."""
+        self.initializeParameterNode()
+        if self._parameterNode.inputVolume and self._parameterNode.outputSegmentation and self._ready():
+            self._run(lambda: self.logic.core.restore(self._scoringParams()))
+            self._showSession()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIFromParameterNode)
+            self._updateGUIFromParameterNode()
+
+    def onModelChanged(self, text) -> None:
+        if self._parameterNode and self._choicesFilled:
+            self._parameterNode.model = text
+
+    def onPresetChanged(self, text) -> None:
+        if self._parameterNode and self._choicesFilled and text:
+            self._parameterNode.preset = text
+
+    def _updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        if self._parameterNode and self._choicesFilled:
+            self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
+            self.ui.presetComboBox.setCurrentText(self._parameterNode.preset)
+        self._updateButtons()
+
+    def _updateButtons(self) -> None:
+        running = self._job is not None
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = running or bool(self._parameterNode and self._parameterNode.inputVolume)
+        scoring = self.logic.hasCore and self.logic.core.result is not None
+        self.ui.exportButton.enabled = scoring and bool(self._parameterNode and self._parameterNode.outputFolder)
+        self.ui.reassignButton.enabled = scoring and self.ui.lesionTableView.currentIndex().isValid()
+
+    def _scoringParams(self):
+        from CACScoringLib.scoring import preset
+
+        return preset(self._parameterNode.preset)
+
+    def _log(self, text: str) -> None:
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def _run(self, action):
+        """Run a Logic call; a user-fixable problem is shown as a message, not a traceback."""
+        from CACScoringLib.errors import InputError
+
+        try:
+            return action()
+        except InputError as error:
+            slicer.util.errorDisplay(str(error))
+            return None
+
+    # --- Apply / Cancel: inference in a background process, polled by a timer ---
+
+    def onApplyButton(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            return
+        if not self._ready():
+            return
+        from CACScoringSlicerLib.logic import ScoringOptions
+
+        core = self.logic.core
+        volumeNode, segmentationNode = self._parameterNode.inputVolume, self._parameterNode.outputSegmentation
+        overwrite = False
+        if segmentationNode is not None and core.is_edited(segmentationNode, volumeNode):
+            overwrite = slicer.util.confirmYesNoDisplay(
+                f"'{segmentationNode.GetName()}' has reader edits. Overwrite them?\n\n"
+                "No: the new result goes to a new segmentation and the edited one is kept."
+            )
+        self._options = ScoringOptions(model=self._parameterNode.model, device=self._parameterNode.device,
+                                       preset=self._parameterNode.preset, overwrite_edited=overwrite)
+        self._job = self._run(lambda: core.start_inference(volumeNode, self._options))
+        if self._job is None:
+            return
+        self.ui.progressBar.value = 0
+        self._log(f"Segmenting '{volumeNode.GetName()}' ...")
+        self._pollTimer.start()
+        self._updateButtons()
+
+    def onPollTimer(self) -> None:
+        status = self._job.poll()
+        for line in status.log:
+            self._log(line)
+        self.ui.progressBar.value = int(round(100 * status.progress))
+        if status.state == "running":
+            return
+        self._pollTimer.stop()
+        job, self._job = self._job, None
+        if status.state == "done":
+            node = self._run(lambda: self.logic.core.finish_inference(
+                job, self._parameterNode.inputVolume, self._parameterNode.outputSegmentation, self._options))
+            if node is not None:
+                self._parameterNode.outputSegmentation = node
+                self._showSession()
+            self._log("Done.")
+        else:
+            job.cleanup()
+            self._log(f"Segmentation {status.state}: {status.message}")
+            if status.state == "failed":
+                slicer.util.errorDisplay(f"Segmentation failed: {status.message}")
+        self._updateButtons()
+
+    # --- live scores ---
+
+    def _showSession(self) -> None:
+        """Point the editor and the tables at the scored nodes, and follow edits."""
+        core = self.logic.core
+        if core.result is None:
+            return
+        core.on_segmentation_changed = self._rescoreTimer.start
+        editorNode = core.segment_editor_node()
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(editorNode)
+        self.ui.segmentEditorWidget.setSegmentationNode(core.segmentation_node)
+        self.ui.segmentEditorWidget.setSourceVolumeNode(core.volume_node)
+        parameterNode = core.parameter_node()
+        self.ui.scoreTableView.setMRMLTableNode(parameterNode.GetNodeReference("scoreTable"))
+        self.ui.lesionTableView.setMRMLTableNode(parameterNode.GetNodeReference("lesionTable"))
+        threshold = core.result.effective_threshold_hu
+        self.ui.calciumMaskButton.text = f"Paint only calcium (≥ {threshold:g} HU)"
+        self._showScores()
+
+    def _showScores(self) -> None:
+        core = self.logic.core
+        self.ui.summaryLabel.text = core.summary()
+        warnings = list(core.ct.info.warnings) + list(core.result.warnings)
+        self.ui.warningsLabel.text = "\n".join(f"⚠ {w}" for w in warnings)
+        self._updateButtons()
+
+    def onRescoreTimer(self) -> None:
+        if self._run(self.logic.core.rescore) is not None:
+            self._showScores()
+
+    def onCalciumMaskButton(self) -> None:
+        if not self._ready():
+            return
+        core = self.logic.core
+        threshold = core.result.effective_threshold_hu if core.result else self._scoringParams().threshold_hu
+        core.apply_calcium_mask_preset(core.segment_editor_node(), threshold)
+
+    # --- lesions ---
+
+    def _selectedLesionId(self):
+        index = self.ui.lesionTableView.currentIndex()
+        lesions = self.logic.core.result.lesions
+        return lesions[index.row()].id if index.isValid() and index.row() < len(lesions) else None
+
+    def onLesionClicked(self, index) -> None:
+        lesionId = self._selectedLesionId()
+        if lesionId is not None:
+            x, y, z = self.logic.core.lesion_center_ras(lesionId)
+            slicer.modules.markups.logic().JumpSlicesToLocation(x, y, z, True)
+        self._updateButtons()
+
+    def onReassignButton(self) -> None:
+        lesionId = self._selectedLesionId()
+        if lesionId is None:
+            return
+        choice = self.ui.reassignComboBox.currentText
+        target = None if choice == DELETE_CHOICE else choice
+        # the Segment Editor's history makes the change undoable with its Undo button
+        if self._run(lambda: self.logic.core.reassign_lesion(
+                lesionId, target, self.ui.segmentEditorWidget.saveStateForUndo)) is not None:
+            self._showScores()
+
+    # --- export ---
+
+    def onExportButton(self) -> None:
+        paths = self._run(lambda: self.logic.core.export(self._parameterNode.outputFolder))
+        if paths is not None:
+            self._log("Exported:\n" + "\n".join(str(p) for p in paths.values()))
+            slicer.util.infoDisplay(f"Report and segmentation written to {self._parameterNode.outputFolder}")
+
+
+class CACScoringLogic(ScriptedLoadableModuleLogic):
+    """For scripts: `slicer.util.getModuleLogic("CACScoring").process(volumeNode)`.
+
+    `core` is the GUI-free CACScoringSlicerLib.logic.CACScoringSceneLogic on slicer.mrmlScene; it is made on
+    first use so the module loads before its Python requirements are installed.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._core = None
+
+    def getParameterNode(self):
+        return CACScoringParameterNode(super().getParameterNode())
+
+    @property
+    def hasCore(self) -> bool:
+        return self._core is not None
+
+    @property
+    def core(self):
+        if self._core is None:
+            from CACScoringSlicerLib.logic import CACScoringSceneLogic
+
+            self._core = CACScoringSceneLogic(slicer.mrmlScene)
+        return self._core
+
+    def process(self, inputVolumeNode, outputSegmentationNode=None, options=None, progress=None):
+        """Segment and score one CT volume node; returns (segmentation node, ScoreResult)."""
+        return self.core.process(inputVolumeNode, outputSegmentationNode, options, progress)
+
+
+class CACScoringTest(ScriptedLoadableModuleTest):
+    """The scenario of Testing/test_slicer_logic.py inside Slicer: phantom -> segments -> edit -> live
+    scores equal a full recompute; .seg.nrrd round trip; reader edits survive a second inference."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_LiveScoringFollowsEdits()
+
+    def test_LiveScoringFollowsEdits(self):
+        import tempfile
+
+        import numpy as np
+        import SimpleITK as sitk
+        from CACScoringSlicerLib.geometry import oriented_image
+
+        from CACScoringLib.labels import LABEL_ID
+        from CACScoringLib.phantom import make_thorax_phantom
+        from CACScoringLib.scoring import score_volume
+
+        self.delayDisplay("Loading a phantom CT")
+        phantom = make_thorax_phantom(seed=1, shape=(16, 128, 128))
+        folder = Path(tempfile.mkdtemp())
+        sitk.WriteImage(phantom.ct.to_sitk(), str(folder / "phantom.nii.gz"))
+        volumeNode = slicer.util.loadVolume(str(folder / "phantom.nii.gz"))
+        core = CACScoringLogic().core
+
+        segmentationNode = core.apply_inference_labels(volumeNode, phantom.labels)
+        core.start_live_scoring(volumeNode, segmentationNode)
+        self.assertEqual(core.result.to_dict()["arteries"], score_volume(core.ct, phantom.labels).to_dict()["arteries"])
+
+        self.delayDisplay("Painting one slice as the Segment Editor does")
+        z = phantom.labels.shape[0] // 2
+        stroke = np.zeros(phantom.labels.shape, np.uint8)
+        stroke[z, 60:66, 60:66] = 1
+        extent = (0, stroke.shape[2] - 1, 0, stroke.shape[1] - 1, z, z)
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            oriented_image(stroke, volumeNode), segmentationNode, "RCA",
+            slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MASK, extent)
+        self.assertTrue(core.stale)
+        expected = phantom.labels.copy()
+        expected[stroke > 0] = LABEL_ID["RCA"]
+        live = core.rescore()
+        self.assertEqual(live.to_dict(), score_volume(core.ct, expected).to_dict())
+
+        self.delayDisplay("Saving and reloading the segmentation")
+        reloaded = core.load_segmentation(core.save_segmentation(segmentationNode, folder / "case.seg.nrrd"))
+        self.assertEqual(core.start_live_scoring(volumeNode, reloaded).to_dict(), live.to_dict())
+
+        self.delayDisplay("A second inference run keeps the reader's edits")
+        second = core.apply_inference_labels(volumeNode, phantom.labels, segmentationNode)
+        self.assertNotEqual(second.GetID(), segmentationNode.GetID())
+        np.testing.assert_array_equal(core.labels_from_segmentation(segmentationNode, volumeNode), expected)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,58 @@
+"""Batch mode (scripts/slicer_batch.py) under plain Python with slicer-core, as a real child process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+from test_slicer_logic import synthetic_case
+
+pytestmark = pytest.mark.slicer
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "slicer_batch.py"
+
+
+def run_batch(*args) -> subprocess.CompletedProcess:
+    pytest.importorskip("slicer", reason="slicer-core is not installed: pip install slicer-core vtk==9.6.2")
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_batch_scores_every_case_and_reports_the_broken_one(tmp_path):
+    cases, labels = tmp_path / "cases", tmp_path / "labels"
+    cases.mkdir()
+    labels.mkdir()
+    ct, label_map = synthetic_case()
+    for name in ("alpha", "beta"):
+        sitk.WriteImage(ct.to_sitk(), str(cases / f"{name}.nii.gz"))
+        sitk.WriteImage(ct.to_sitk(label_map), str(labels / f"{name}.nii.gz"))
+    only_rca = label_map * (label_map == 4)
+    sitk.WriteImage(ct.to_sitk(only_rca), str(labels / "beta.nii.gz"))
+    (cases / "broken.nii.gz").write_bytes(b"not a NIfTI file")
+    sitk.WriteImage(ct.to_sitk(label_map), str(labels / "broken.nii.gz"))
+
+    completed = run_batch("--input", cases, "--output", tmp_path / "out", "--labels", labels)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert "[3/3]" in completed.stdout and "2 of 3 cases scored" in completed.stdout
+
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        rows = {row["case"]: row for row in csv.DictReader(f)}
+    assert rows["alpha"]["status"] == "ok" and float(rows["alpha"]["total_agatston"]) == pytest.approx(24.0)
+    assert float(rows["alpha"]["LAD"]) == pytest.approx(21.0)
+    assert rows["beta"]["status"] == "ok" and float(rows["beta"]["total_agatston"]) == pytest.approx(3.0)
+    assert rows["broken"]["status"] == "failed" and "broken.nii.gz" in rows["broken"]["message"]
+
+    report = json.loads((tmp_path / "out" / "alpha" / "alpha_scores.json").read_text())
+    assert report["arteries"]["RCA"]["agatston"] == pytest.approx(3.0)
+    assert (tmp_path / "out" / "alpha" / "alpha.seg.nrrd").is_file()
+    assert (tmp_path / "out" / "alpha" / "alpha_report.html").is_file()
+
+
+def test_batch_rejects_a_missing_input_with_exit_code_2(tmp_path):
+    completed = run_batch("--input", tmp_path / "nothing", "--output", tmp_path / "out")
+    assert completed.returncode == 2
+    assert "nothing does not exist" in completed.stderr

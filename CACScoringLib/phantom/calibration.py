@@ -128,13 +128,13 @@ def make_calibration_phantom(
     full_length = shape[0] * spacing[2] + 2 * spacing[2]
 
     # In-plane structures that run the whole length: render one supersampled slice and repeat it.
-    body_box = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
-    zs_sub, ys_sub, xs_sub = grid.box_coordinates(body_box, supersample)
-    del zs_sub
+    _, ys_sub, xs_sub = grid.box_coordinates(
+        (slice(0, 1), slice(0, shape[1]), slice(0, shape[2])), supersample
+    )
     x2, y2 = xs_sub[None, :], ys_sub[:, None]
 
     def in_plane_fraction(inside):
-        return render.block_mean(inside[None].astype(np.float32).repeat(supersample, axis=0), supersample)[0]
+        return render.block_mean(inside.astype(np.float32), supersample)
 
     slice_image = np.full(shape[1:], AIR_HU, dtype=np.float32)
     body = in_plane_fraction((x2 / BODY_SEMI_AXES_MM[0]) ** 2 + (y2 / BODY_SEMI_AXES_MM[1]) ** 2 <= 1.0)

@@ -63,11 +63,11 @@ class Grid:
 
 
 def block_mean(samples: np.ndarray, supersample: int) -> np.ndarray:
-    """Average supersample³ sub-voxel samples (z, y, x) back to voxels."""
+    """Average blocks of supersample sub-voxel samples per axis (any number of axes) back to voxels."""
     if supersample == 1:
         return samples
-    nz, ny, nx = (n // supersample for n in samples.shape)
-    return samples.reshape(nz, supersample, ny, supersample, nx, supersample).mean(axis=(1, 3, 5))
+    split = [n for size in samples.shape for n in (size // supersample, supersample)]
+    return samples.reshape(split).mean(axis=tuple(range(1, 2 * samples.ndim, 2)))
 
 
 def ellipsoid_fraction(grid: Grid, centre_xyz, semi_axes_mm, rotation=None, supersample: int = 3):
@@ -107,7 +107,7 @@ def cylinder_fraction(grid: Grid, centre_xyz, radius_mm: float, length_mm: float
     zbox, ybox, xbox = box
     _, ys, xs = grid.box_coordinates((slice(0, 1), ybox, xbox), supersample)
     inside = ((xs[None, :] - centre_xyz[0]) ** 2 + (ys[:, None] - centre_xyz[1]) ** 2) <= radius_mm**2
-    disk = block_mean(inside[None].astype(np.float32).repeat(supersample, axis=0), supersample)[0]
+    disk = block_mean(inside.astype(np.float32), supersample)
     # z: overlap of each slab [z - dz/2, z + dz/2] with the cylinder's length, as a fraction of the slab.
     dz = grid.spacing[2]
     zc = grid.axis(2)[zbox]

@@ -66,6 +66,7 @@ class InferenceJob:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._process: subprocess.Popen | None = None
         self._cancel_requested = False
+        self._last_line = ""  # a failing runner's last line says why
 
     def start(self) -> InferenceJob:
         env = dict(os.environ)
@@ -100,6 +101,8 @@ class InferenceJob:
                 self.status.progress, self.status.message = float(fraction), message
             else:
                 self.status.log.append(line)
+                if line.strip():
+                    self._last_line = line.strip()
         if finished:
             self._finish(self._process.wait())
         return self.status
@@ -110,9 +113,8 @@ class InferenceJob:
         elif returncode == 0 and self.labels_path.is_file():
             self.status.state, self.status.progress, self.status.message = "done", 1.0, "done"
         else:
-            last = next((line for line in reversed(self.status.log) if line.strip()), "")
             self.status.state = "failed"
-            self.status.message = last or f"segmentation process exited with code {returncode}"
+            self.status.message = self._last_line or f"segmentation process exited with code {returncode}"
 
     def cancel(self, grace_s: float = 5.0) -> None:
         """Ask the process to stop (it stops between steps), kill it if it does not within `grace_s`."""

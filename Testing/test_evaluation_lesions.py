@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from CACScoringLib.errors import InputError
 from CACScoringLib.evaluation.lesions import ALL_ARTERIES, LesionCounts, lesion_counts, match_lesions
 from CACScoringLib.evaluation.metrics import FOREGROUND
 from CACScoringLib.labels import LABEL_ID
@@ -108,3 +109,9 @@ def test_empty_conventions():
     assert missed["sensitivity"] == 0.0 and missed["f1"] == 0.0 and math.isnan(missed["ppv"])
     spurious = LesionCounts(predicted=1, predicted_mm3=1.0).metrics()
     assert spurious["ppv"] == 0.0 and spurious["f1"] == 0.0 and math.isnan(spurious["sensitivity"])
+
+
+def test_ct_and_labels_of_different_shape_raise_input_error():
+    labels = np.zeros((2, 3, 3), np.uint8)
+    with pytest.raises(InputError, match="differ in shape"):
+        lesion_counts(np.zeros((2, 3, 4), np.float32), labels, labels, 1.0)

@@ -56,7 +56,7 @@ def test_empty_conventions():
 
 def test_dice_matches_monai_compute_dice_on_random_maps():
     rng = np.random.default_rng(7)
-    reference = rng.choice(5, size=(6, 20, 20), p=[0.6, 0.1, 0.1, 0.1, 0.1]).astype(np.uint8)
+    reference = rng.choice(5, size=(40, 12, 12), p=[0.6, 0.1, 0.1, 0.1, 0.1]).astype(np.uint8)  # > one slab
     predicted = np.where(rng.random(reference.shape) < 0.3, rng.integers(0, 5, reference.shape), reference)
     metrics = voxel_metrics(reference, predicted.astype(np.uint8))
 

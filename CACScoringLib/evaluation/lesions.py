@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from ..labels import ARTERIES, LABEL_ID
 from ..scoring.params import STANDARD_THRESHOLD_HU
 from .metrics import FOREGROUND, joint_histogram
@@ -134,6 +135,8 @@ def lesion_counts(
 ) -> dict[str, LesionCounts]:
     """Lesion counts per artery key, ALL_ARTERIES and FOREGROUND for one case (label maps on the CT grid)."""
     joint_histogram(reference, prediction)  # validates shapes and label values
+    if hu.shape != reference.shape:
+        raise InputError(f"label maps {reference.shape} and CT {hu.shape} differ in shape: use labels of this CT")
     calcium = hu >= threshold_hu
     box = _calcium_box(calcium, reference, prediction)
     calcium, reference, prediction = calcium[box], reference[box], prediction[box]

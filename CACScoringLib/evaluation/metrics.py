@@ -26,6 +26,7 @@ from ..labels import ARTERIES, LABEL_ID, MAX_LABEL
 
 FOREGROUND = "coronary"  # all arteries together: label > 0 in both maps, whatever the artery
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "f1")
+_SLAB_SLICES = 16
 _MONAI_NAMES = {"iou": "threat score", "precision": "precision", "recall": "recall", "f1": "f1 score"}
 
 
@@ -63,8 +64,13 @@ def joint_histogram(reference: np.ndarray, prediction: np.ndarray) -> np.ndarray
     for name, labels in (("reference", reference), ("predicted", prediction)):
         if labels.size and (labels.min() < 0 or labels.max() > MAX_LABEL):
             raise InputError(f"{name} label map has values outside 0-{MAX_LABEL} (0 bg, 1 LM, 2 LAD, 3 LCX, 4 RCA)")
-    joint = reference.astype(np.intp).ravel() * size + prediction.astype(np.intp).ravel()
-    return np.bincount(joint, minlength=size * size).reshape(size, size)
+    histogram = np.zeros(size * size, dtype=np.int64)
+    # slabs of slices keep the integer temporaries small on full-size CTs
+    for start in range(0, reference.shape[0], _SLAB_SLICES):
+        pair = reference[start : start + _SLAB_SLICES].astype(np.intp) * size
+        pair += prediction[start : start + _SLAB_SLICES]
+        histogram += np.bincount(pair.ravel(), minlength=size * size)
+    return histogram.reshape(size, size)
 
 
 def overlap_counts(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None = None) -> dict[str, OverlapCounts]:

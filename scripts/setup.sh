@@ -9,10 +9,14 @@ fi
 stamp=.venv/.cacscoring-requirements
 wanted=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  # torch first: a bare torch requirement would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet torch==2.13.0
-  .venv/bin/python -m pip install --quiet -r requirements-dev.txt
-  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+  log=.venv/setup.log
+  echo "setting up .venv (log: $log)"
+  {
+    .venv/bin/python -m pip install --upgrade pip
+    # torch first: a bare torch requirement would pull a multi-GB CUDA build.
+    .venv/bin/python -m pip install torch==2.13.0
+    .venv/bin/python -m pip install -r requirements-dev.txt
+    .venv/bin/python -m pip install --no-deps --no-build-isolation -e .
+  } >"$log" 2>&1 || { tail -n 30 "$log"; echo "setup failed: see $log" >&2; exit 1; }
   echo "$wanted" > "$stamp"
 fi

@@ -46,11 +46,7 @@ def read_image_file(path: str | Path) -> CTVolume:
         slice_increment_mm=float(image.GetSpacing()[2]),
         modality="CT",
         source=str(path),
-        warnings=[
-            f"{path.name} carries no kVp or slice thickness; scoring assumes 120 kVp and a slice thickness "
-            "equal to the slice increment"
-        ],
-    )
+    )  # NIfTI/NRRD carry no kVp or thickness: the scoring warns that they are unknown
     return CTVolume.from_sitk(image, info)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,8 @@ class OnnxRunner:
         buffer = io.BytesIO()
         _export(package, buffer)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads() or os.cpu_count() or 1
+        self.threads = threads or torch.get_num_threads() or os.cpu_count() or 1
+        options.intra_op_num_threads = self.threads
         self.session = onnxruntime.InferenceSession(
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]
         )
@@ -66,3 +68,14 @@ class OnnxRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+
+
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def runner_for(package: ModelPackage) -> OnnxRunner:
+    """One exported session per loaded network: export costs about as much as segmenting a small CT."""
+    runner = _RUNNERS.get(package.network)
+    if runner is None or runner.threads != torch.get_num_threads():
+        runner = _RUNNERS[package.network] = OnnxRunner(package)
+    return runner

@@ -33,7 +33,7 @@ from .roi import RegionOfInterest, bounds_from_mask, heart_roi_heuristic, whole_
 BACKENDS = ("torch", "onnx")
 ROI_MODES = ("auto", "heuristic", "whole")
 SLIDING_WINDOW_OVERLAP = 0.25
-CPU_MEMORY_BUDGET = 1 << 30  # keeps 512x512x300 under the 2 GB peak target
+CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2 GB peak target
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
 MAX_BATCH = 32
 FP_DECISION_THRESHOLD = 0.5
@@ -110,9 +110,9 @@ class _Predictor:
     def __init__(self, packages: list[ModelPackage], backend: str, tta: bool, device: torch.device):
         self.device = device
         if backend == "onnx":
-            from .onnx import OnnxRunner
+            from .onnx import runner_for
 
-            self.runners = [OnnxRunner(p) for p in packages]
+            self.runners = [runner_for(p) for p in packages]
         else:
             self.runners = [p.network for p in packages]
         dims = packages[0].spatial_dims

@@ -34,7 +34,7 @@ def _addLibraryPath() -> None:
 
 _addLibraryPath()
 
-RESCORE_DELAY_MS = 50  # an edit stroke fires several events: rescore once, shortly after the last
+RESCORE_DELAY_MS = 20  # a stroke fires several events: rescore once after the last (rescore itself < 80 ms)
 POLL_INTERVAL_MS = 200
 DELETE_CHOICE = "Delete"
 

@@ -79,6 +79,9 @@ def test_volume_node_geometry_matches_itk_reader_for_oblique_ct(slicer_scene, tm
     np.testing.assert_allclose(back.direction, itk_image.GetDirection(), atol=1e-5)
     np.testing.assert_array_equal(back.array, sitk.GetArrayFromImage(itk_image))
     assert back.array[1, 2, 3] == 999.0
+    # a file without acquisition facts: unknown kVp, and the answer is cached on the node
+    assert back.info.kvp is None and back.info.source == "oblique"
+    assert volume_node.GetAttribute("CACScoring.ScanInfo") is not None
 
 
 def test_ct_volume_round_trip_through_a_volume_node(slicer_scene):

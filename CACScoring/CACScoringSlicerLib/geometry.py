@@ -62,9 +62,30 @@ def image_from_array(array: np.ndarray, image: vtk.vtkImageData | None = None) -
 
 
 def scan_info(volume_node) -> ScanInfo:
-    """Acquisition facts stored on the node by `add_volume_node` (a bare ScanInfo when unknown)."""
+    """Acquisition facts (kVp, slice thickness, reader warnings) of the volume, cached on the node.
+
+    Known for volumes made by `add_volume_node` and, inside Slicer, for volumes loaded from the DICOM
+    database (the series is read once with CACScoringLib); otherwise unknown, and scoring says so.
+    """
     stored = volume_node.GetAttribute(SCAN_INFO_ATTRIBUTE)
-    return ScanInfo(**json.loads(stored)) if stored else ScanInfo(source=volume_node.GetName())
+    if stored:
+        return ScanInfo(**json.loads(stored))
+    info = _dicom_scan_info(volume_node) or ScanInfo(source=volume_node.GetName())
+    volume_node.SetAttribute(SCAN_INFO_ATTRIBUTE, json.dumps(asdict(info)))
+    return info
+
+
+def _dicom_scan_info(volume_node) -> ScanInfo | None:
+    instance_uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)  # only in the Slicer application
+    if not instance_uids or database is None:
+        return None
+    first_file = database.fileForInstance(instance_uids[0])
+    if not first_file:
+        return None
+    from CACScoringLib.io import read_ct
+
+    return read_ct(first_file).info
 
 
 def ct_from_volume_node(volume_node) -> CTVolume:

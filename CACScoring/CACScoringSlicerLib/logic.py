@@ -253,7 +253,9 @@ class CACScoringSceneLogic:
                 array.InsertNextValue(row[column])
             table.AddColumn(array)
         table_node.SetAndObserveTable(table)
-        table_node.SetUseColumnNameAsColumnHeader(True)
+        for name in columns:
+            table_node.SetColumnTitle(name, name)
+        table_node.SetUseColumnTitleAsColumnHeader(True)
         table_node.SetLocked(True)
 
     def update_tables(self) -> None:

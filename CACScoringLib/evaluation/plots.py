@@ -60,7 +60,8 @@ def scatter_plot(
     for axis, (key, (reference, predicted, agreement)) in zip(axes, panels.items(), strict=True):
         highest = float(max(reference.max(initial=0), predicted.max(initial=0), 1.0))
         upper = float(np.expm1(np.log1p(highest) * 1.05)) if log1p else highest * 1.05
-        line = np.linspace(0.0, upper, 200)
+        # evenly spaced on the displayed scale, so the fitted line stays smooth near zero on log1p axes
+        line = np.expm1(np.linspace(0.0, np.log1p(upper), 200)) if log1p else np.linspace(0.0, upper, 200)
         axis.plot(line, line, color="0.6", linestyle="--", linewidth=1, label="identity")
         slope, intercept = agreement["regression"]["slope"], agreement["regression"]["intercept"]
         if np.isfinite(slope):

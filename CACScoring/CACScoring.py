@@ -131,6 +131,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._session = None  # (volume ID, segmentation ID, preset) being scored live
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -206,6 +207,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
         if self.logic.hasCore:
             self.logic.core.stop_live_scoring()
+        self._session = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -213,11 +215,10 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
-        """A loaded scene with a CACScoring session resumes live scoring."""
+        """A loaded scene with a CACScoring session resumes live scoring (after installing what is missing)."""
         self.initializeParameterNode()
         if self._parameterNode.inputVolume and self._parameterNode.outputSegmentation and self._ready():
-            self._run(lambda: self.logic.core.restore(self._scoringParams()))
-            self._showSession()
+            self._followSelection()
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -248,14 +249,29 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._choicesFilled:
             self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
             self.ui.presetComboBox.setCurrentText(self._parameterNode.preset)
+            self._followSelection()
         self._updateButtons()
+
+    def _followSelection(self) -> None:
+        """Score the selected CT and segmentation (e.g. one loaded from a file, or a restored scene) live."""
+        p = self._parameterNode
+        if self._job is not None or not (p.inputVolume and p.outputSegmentation):
+            return
+        session = (p.inputVolume.GetID(), p.outputSegmentation.GetID(), p.preset)
+        if session == self._session:
+            return
+        self._session = session
+        if self._run(lambda: self.logic.core.start_live_scoring(p.inputVolume, p.outputSegmentation,
+                                                                self._scoringParams())) is not None:
+            self._showSession()
 
     def _updateButtons(self) -> None:
         running = self._job is not None
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = running or bool(self._parameterNode and self._parameterNode.inputVolume)
         scoring = self.logic.hasCore and self.logic.core.result is not None
-        self.ui.exportButton.enabled = scoring and bool(self._parameterNode and self._parameterNode.outputFolder)
+        folder = str(self._parameterNode.outputFolder) if self._parameterNode else ""
+        self.ui.exportButton.enabled = scoring and folder not in ("", ".")
         self.ui.reassignButton.enabled = scoring and self.ui.lesionTableView.currentIndex().isValid()
 
     def _scoringParams(self):
@@ -317,6 +333,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node = self._run(lambda: self.logic.core.finish_inference(
                 job, self._parameterNode.inputVolume, self._parameterNode.outputSegmentation, self._options))
             if node is not None:
+                self._session = (self._parameterNode.inputVolume.GetID(), node.GetID(), self._parameterNode.preset)
                 self._parameterNode.outputSegmentation = node
                 self._showSession()
             self._log("Done.")

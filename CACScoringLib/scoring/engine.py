@@ -20,6 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..errors import InputError
+from ..io.labels import check_label_values
 from ..labels import ARTERIES, ARTERY_BY_ID, MAX_LABEL
 from ..volume import CTVolume
 from .categories import cac_drs, risk_category
@@ -412,15 +413,14 @@ def check_labels(ct: CTVolume, labels: np.ndarray) -> np.ndarray:
             f"label map shape {labels.shape} (z, y, x) does not match the CT {ct.array.shape}: "
             "give the labels that belong to this image"
         )
-    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-        raise InputError("label map has non-integer values: labels must be 0 (background) to 4 (RCA)")
+    return _label_values(labels)
+
+
+def _label_values(labels: np.ndarray) -> np.ndarray:
+    # Fast path for what Slicer and the readers hand over; the full check sorts all values.
     if labels.dtype == np.uint8 and labels.max(initial=0) <= MAX_LABEL:
         return labels
-    bad = np.unique(labels[(labels < 0) | (labels > MAX_LABEL)])
-    if bad.size:
-        shown = ", ".join(f"{v:g}" for v in bad[:10])
-        raise InputError(f"label map has values outside 0-{MAX_LABEL}: {shown} (0 bg, 1 LM, 2 LAD, 3 LCX, 4 RCA)")
-    return labels.astype(np.uint8)
+    return check_label_values(labels)
 
 
 class IncrementalScorer:
@@ -454,20 +454,13 @@ class IncrementalScorer:
                 raise InputError(f"changed slice outside 0-{labels.shape[0] - 1}: {changed.tolist()}")
         if changed.size == 0:
             return self.result
-        fresh = _checked_label_slices(labels[changed])
-        self._labels[changed] = fresh
+        self._labels[changed] = _label_values(labels[changed])
         slice_size = labels.shape[1] * labels.shape[2]
         parts = [self._slab.without_slices(changed, slice_size)]
         parts += [_score_slices(self._hu, self._labels, int(z), int(z) + 1, self._ctx) for z in changed]
         self._slab = _Slab.merged(parts)
         self.result = _aggregate(self._slab, self._ctx, self.params)
         return self.result
-
-
-def _checked_label_slices(slices: np.ndarray) -> np.ndarray:
-    if slices.size and (slices.min() < 0 or slices.max() > MAX_LABEL):
-        raise InputError(f"edited labels have values outside 0-{MAX_LABEL}")
-    return slices.astype(np.uint8, copy=False)
 
 
 def score_volume(ct: CTVolume, labels: np.ndarray, params: ScoringParams | None = None) -> ScoreResult:

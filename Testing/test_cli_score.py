@@ -37,7 +37,7 @@ def test_score_nifti_writes_json_and_csv(case, tmp_path, capsys):
     code = main(["score", str(image), "--labels", str(label_file), "--json", str(out_json),
                  "--csv", str(out_csv), "--lesions-csv", str(lesions_csv), "--mass-calibration-factor", "0.8"])
     assert code == 0
-    report = json.loads(out_json.read_text())
+    report = json.loads(out_json.read_text(encoding="utf-8"))
     assert report["arteries"]["LAD"]["agatston"] == pytest.approx(2 * 1.0 * 4)
     assert report["arteries"]["RCA"]["agatston"] == pytest.approx(4.0 * 2)
     assert report["arteries"]["LM"]["agatston"] == 0
@@ -63,7 +63,7 @@ def test_score_dicom_series_matches_nifti(case, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["score", str(tmp_path / "dicom"), "--labels", str(label_file), "--json", str(a), "--quiet"]) == 0
     assert main(["score", str(image), "--labels", str(label_file), "--json", str(b), "--quiet"]) == 0
-    from_dicom, from_nifti = json.loads(a.read_text()), json.loads(b.read_text())
+    from_dicom, from_nifti = json.loads(a.read_text(encoding="utf-8")), json.loads(b.read_text(encoding="utf-8"))
     assert from_dicom["total"] == pytest.approx(from_nifti["total"])
     # DICOM knows thickness and kVp, so those warnings are gone.
     assert not any("unknown" in w and "thickness" in w for w in from_dicom["warnings"])
@@ -74,10 +74,10 @@ def test_options_change_the_convention(case, tmp_path):
     out = tmp_path / "s.json"
     assert main(["score", str(image), "--labels", str(label_file), "--min-area-mm2", "2", "--json", str(out),
                  "--quiet"]) == 0
-    assert json.loads(out.read_text())["arteries"]["LAD"]["agatston"] == 0  # 1 mm² lesions dropped
+    assert json.loads(out.read_text(encoding="utf-8"))["arteries"]["LAD"]["agatston"] == 0  # 1 mm² lesions dropped
     assert main(["score", str(image), "--labels", str(label_file), "--threshold-hu", "300", "--json", str(out),
                  "--quiet"]) == 0
-    assert json.loads(out.read_text())["total"]["agatston"] == pytest.approx(8.0)  # RCA at 250 HU gone
+    assert json.loads(out.read_text(encoding="utf-8"))["total"]["agatston"] == pytest.approx(8.0)  # RCA at 250 HU gone
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ def test_folders_report_hand_worked_values(dataset):
     assert float(rows["d", "total"]["dice"]) == 1.0 and float(rows["d", "total"]["lesion_f1"]) == 1.0
     assert rows["b", "total"]["predicted_risk_category"] == "11-100"
 
-    report = json.loads((out / "evaluation.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)  # strict JSON
     summary = report["summary"]
     foreground = summary["voxels"]["coronary"]["pooled"]
     assert (foreground["tp"], foreground["fp"], foreground["fn"]) == (16 + 16 + 36, 16, 16)
@@ -123,8 +123,8 @@ def test_manifests_give_the_same_summary(dataset):
     with open(dataset / "cases.csv", "w", newline="") as f:
         csv.writer(f).writerows([("case_id", "image", "labels"), *rows])
     run_evaluate("--pred", dataset / "pred", "--manifest", dataset / "cases.csv", "--output", dataset / "csv", "--no-plots")
-    folders = json.loads((dataset / "folders" / "evaluation.json").read_text())
-    from_csv = json.loads((dataset / "csv" / "evaluation.json").read_text())
+    folders = json.loads((dataset / "folders" / "evaluation.json").read_text(encoding="utf-8"))
+    from_csv = json.loads((dataset / "csv" / "evaluation.json").read_text(encoding="utf-8"))
     assert from_csv["summary"] == folders["summary"]
 
 
@@ -138,7 +138,7 @@ def test_manifest_json_with_a_scores_only_case(dataset):
     cases.append(ManifestCase("a", dataset / "images" / "a_0000.nii.gz", None, SPACING, SHAPE, scores))
     manifest = write_manifest(dataset / "data", "test", cases)
     run_evaluate("--pred", dataset / "pred", "--manifest", manifest, "--output", dataset / "out", "--no-plots")
-    summary = json.loads((dataset / "out" / "evaluation.json").read_text())["summary"]
+    summary = json.loads((dataset / "out" / "evaluation.json").read_text(encoding="utf-8"))["summary"]
     assert summary["n_cases"] == 4 and summary["n_cases_with_reference_labels"] == 3
     assert summary["agreement"]["agatston"]["total"]["reference_mean"] == pytest.approx((10 + 32 + 0 + 27) / 4)
     assert summary["agreement"]["volume_mm3"]["total"]["n"] == 3  # case a has no reference volume
@@ -162,8 +162,8 @@ def test_model_predictions_are_segmented_saved_and_evaluated(dataset):
         np.testing.assert_array_equal(read_labels(out / "predictions" / f"{case_id}.nii.gz", ct), expected)
     run_evaluate("--pred", out / "predictions", "--ref", dataset / "ref", "--images", dataset / "images",
                  "--output", dataset / "saved", "--no-plots")
-    from_model = json.loads((out / "evaluation.json").read_text())["summary"]
-    from_files = json.loads((dataset / "saved" / "evaluation.json").read_text())["summary"]
+    from_model = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["summary"]
+    from_files = json.loads((dataset / "saved" / "evaluation.json").read_text(encoding="utf-8"))["summary"]
     assert from_model == from_files
 
 
@@ -172,7 +172,7 @@ def test_single_case_reports_without_agreement(dataset):
         (dataset / "ref" / f"{case_id}.nii.gz").unlink()
     run_evaluate("--pred", dataset / "pred", "--ref", dataset / "ref", "--images", dataset / "images",
                  "--output", dataset / "one", "--linear-axes")
-    report = json.loads((dataset / "one" / "evaluation.json").read_text())
+    report = json.loads((dataset / "one" / "evaluation.json").read_text(encoding="utf-8"))
     assert report["summary"]["agreement"]["agatston"] == {}
     assert any("agreement needs 2" in note for note in report["summary"]["notes"])
     assert report["summary"]["risk_categories"]["kappa_linear"] is None  # one category: kappa undefined

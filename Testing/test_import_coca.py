@@ -119,7 +119,7 @@ def test_gated_import_reproduces_labels_and_scores(tmp_path):
     )
     assert case.reference_scores["LCX"]["agatston"] == 0.0
     assert case.reference_scores["total"]["agatston"] == pytest.approx(sum(expected.values()), rel=1e-4)
-    assert json.loads((out / "report.json").read_text())["patients"][0]["status"] == "imported"
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["patients"][0]["status"] == "imported"
 
 
 def test_image_index_fallback_gives_the_same_labels(tmp_path):

@@ -75,7 +75,7 @@ def test_entity_bomb_is_refused():
 
 def test_external_entity_is_refused(tmp_path):
     secret = tmp_path / "secret.txt"
-    secret.write_text("secret")
+    secret.write_text("secret", encoding="utf-8")
     xml = f'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "file://{secret}">]><plist><string>&x;</string></plist>'
     with pytest.raises(InputError):
         parse_plist(xml.encode())

@@ -109,7 +109,7 @@ def test_images_labels_layout_skips_bad_pairs_with_reasons(tmp_path):
     write_nifti(image, data / "images" / "values.nii.gz")
     write_nifti(np.where(labels > 0, 7, 0).astype(np.uint8), data / "labels" / "values.nii.gz")
     write_nifti(image, data / "images" / "alone.nii.gz")
-    (data / "images" / "notes.txt").write_text("not an image")
+    (data / "images" / "notes.txt").write_text("not an image", encoding="utf-8")
     out = tmp_path / "out"
     report = import_folder(data, out, progress=False)
     by_id = {entry["id"]: entry for entry in report["cases"]}

@@ -35,7 +35,7 @@ def test_round_trip_keeps_relative_paths_and_values(tmp_path):
     cases = [make_case(tmp_path, "a"), make_case(tmp_path, "b", labels=False)]
     path = write_manifest(tmp_path, "unit-test", cases)
     assert path == tmp_path / "manifest.json"
-    document = json.loads(path.read_text())
+    document = json.loads(path.read_text(encoding="utf-8"))
     assert document["version"] == 1 and document["source"] == "unit-test"
     assert document["cases"][0]["image"] == "images/a.nii.gz"
     assert document["cases"][0]["labels"] == "labels/a.nii.gz"

@@ -67,6 +67,6 @@ def test_headers_are_case_insensitive_and_missing_columns_named(tmp_path):
 
 def test_not_a_workbook_is_input_error(tmp_path):
     path = tmp_path / "scores.xlsx"
-    path.write_text("not a zip")
+    path.write_text("not a zip", encoding="utf-8")
     with pytest.raises(InputError, match="xlsx"):
         read_scores_xlsx(path)

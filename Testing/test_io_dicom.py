@@ -235,6 +235,6 @@ def test_a_file_of_the_series_reads_its_whole_series(tmp_path):
 def test_other_files_beside_the_series_are_ignored(tmp_path):
     ct = random_ct(shape=(3, 3, 3))
     write_dicom_series(ct, tmp_path)
-    (tmp_path / "notes.txt").write_text("acquired on the phantom\n")
+    (tmp_path / "notes.txt").write_text("acquired on the phantom\n", encoding="utf-8")
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     np.testing.assert_array_equal(read_ct(tmp_path).array, ct.array)

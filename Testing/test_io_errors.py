@@ -39,7 +39,7 @@ def test_empty_folder(tmp_path):
 
 
 def test_folder_without_dicom(tmp_path):
-    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "a.txt").write_text("hello", encoding="utf-8")
     (tmp_path / "b.bin").write_bytes(bytes(range(256)) * 4)
     assert reason(tmp_path).startswith(f"no DICOM files in {tmp_path} (2 file(s) checked")
 

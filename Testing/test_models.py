@@ -157,7 +157,7 @@ def test_plain_state_dict_loads_with_weights_only(package_folder):
 
 def test_weights_of_another_architecture_are_refused(package_folder, tmp_path):
     folder, _ = package_folder
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config["network"]["kwargs"]["channels"] = [8, 16]
     (folder / "config.json").write_text(json.dumps(config))
     rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors"])
@@ -167,7 +167,7 @@ def test_weights_of_another_architecture_are_refused(package_folder, tmp_path):
 
 def test_wrong_label_set_in_package_is_refused(package_folder):
     folder, _ = package_folder
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config["labels"]["4"] = "PDA"
     (folder / "config.json").write_text(json.dumps(config))
     rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors"])

@@ -113,7 +113,7 @@ def test_cli_writes_the_files_and_truth(tmp_path, capsys):
     assert main(args) == 0
     for name in ("thorax_ct.nii.gz", "thorax_labels.nii.gz", "thorax_coca.xml", "truth.json"):
         assert (out / name).is_file(), name
-    truth = json.loads((out / "truth.json").read_text())
+    truth = json.loads((out / "truth.json").read_text(encoding="utf-8"))
     assert truth["seed"] == 3 and truth["noise_hu"] == 12.0 and truth["shape_zyx"] == list(SMALL["shape"])
     ct = read_ct(out / "thorax_ct.nii.gz")
     rescored = score_volume(ct, read_labels(out / "thorax_labels.nii.gz", ct), ScoringParams())
@@ -124,13 +124,13 @@ def test_cli_writes_the_files_and_truth(tmp_path, capsys):
 
 def test_cli_count_writes_case_folders_with_consecutive_seeds(tmp_path):
     assert main(["phantom", str(tmp_path), "--count", "2", "--seed", "5", "--shape", "12", "64", "64"]) == 0
-    seeds = [json.loads((tmp_path / f"case_{i:03d}" / "truth.json").read_text())["seed"] for i in range(2)]
+    seeds = [json.loads((tmp_path / f"case_{i:03d}" / "truth.json").read_text(encoding="utf-8"))["seed"] for i in range(2)]
     assert seeds == [5, 6]
 
 
 def test_cli_calibration_writes_rods_and_truth(tmp_path):
     assert main(["phantom", str(tmp_path), "--kind", "calibration", "--noise", "0"]) == 0
-    truth = json.loads((tmp_path / "truth.json").read_text())
+    truth = json.loads((tmp_path / "truth.json").read_text(encoding="utf-8"))
     assert len(truth["inserts"]) == 9
     ct = read_ct(tmp_path / "calibration_ct.nii.gz")
     rois = read_labels(tmp_path / "calibration_rois.nii.gz", ct)

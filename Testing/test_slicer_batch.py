@@ -46,7 +46,7 @@ def test_batch_scores_every_case_and_reports_the_broken_one(tmp_path):
     assert rows["beta"]["status"] == "ok" and float(rows["beta"]["total_agatston"]) == pytest.approx(3.0)
     assert rows["broken"]["status"] == "failed" and "broken.nii.gz" in rows["broken"]["message"]
 
-    report = json.loads((tmp_path / "out" / "alpha" / "alpha_scores.json").read_text())
+    report = json.loads((tmp_path / "out" / "alpha" / "alpha_scores.json").read_text(encoding="utf-8"))
     assert report["arteries"]["RCA"]["agatston"] == pytest.approx(3.0)
     assert (tmp_path / "out" / "alpha" / "alpha.seg.nrrd").is_file()
     assert (tmp_path / "out" / "alpha" / "alpha_report.html").is_file()

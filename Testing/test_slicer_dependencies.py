@@ -19,7 +19,7 @@ def test_slicer_requirements_parse_leave_torch_to_pytorchutils_and_match_the_lib
     slicer_requirements = read_requirements(ROOT / "Resources" / "requirements.txt")
     names = {r.name.lower() for r in slicer_requirements}
     assert "torch" not in names and "monai" in names
-    library = {Requirement(line).name.lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
+    library = {Requirement(line).name.lower() for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
                if line.strip() and not line.startswith("#")}
     assert names <= library, f"not a library requirement: {sorted(names - library)}"
 

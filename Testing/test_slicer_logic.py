@@ -257,10 +257,10 @@ def test_export_writes_report_files_with_the_scores(loaded_case, scene_logic, tm
         rows = {row["artery"]: row for row in csv.DictReader(f)}
     assert float(rows["LAD"]["agatston"]) == pytest.approx(21.0)
     assert float(rows["total"]["agatston"]) == pytest.approx(24.0)
-    assert json.loads(paths["json"].read_text())["total"]["agatston"] == pytest.approx(24.0)
+    assert json.loads(paths["json"].read_text(encoding="utf-8"))["total"]["agatston"] == pytest.approx(24.0)
     assert set(k for k in paths if k.startswith("image_")) == {"image_LAD", "image_RCA"}
     assert paths["image_LAD"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = paths["html"].read_text()
+    page = paths["html"].read_text(encoding="utf-8")
     assert "case1_LAD.png" in page and "case1_LM.png" not in page
     assert paths["segmentation"].name == "case1.seg.nrrd" and paths["segmentation"].stat().st_size > 0
 

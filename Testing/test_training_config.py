@@ -17,7 +17,7 @@ def test_overrides_are_typed_by_yaml():
 
 def test_file_then_overrides_over_defaults(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("data: {source: phantom}\nloss: {name: tversky, alpha: 0.7}\ntrain: {epochs: 3}\n")
+    path.write_text("data: {source: phantom}\nloss: {name: tversky, alpha: 0.7}\ntrain: {epochs: 3}\n", encoding="utf-8")
     config = load_config(path, ["loss.alpha=0.9", "model.kwargs.channels=[4, 8]"])
     assert config["loss"] == {**DEFAULTS["loss"], "name": "tversky", "alpha": 0.9}
     assert config["train"]["epochs"] == 3
@@ -28,7 +28,7 @@ def test_file_then_overrides_over_defaults(tmp_path):
 
 def test_unknown_keys_are_named(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("data: {source: phantom, patchsize: [8, 8]}\nlos: {name: dice}\n")
+    path.write_text("data: {source: phantom, patchsize: [8, 8]}\nlos: {name: dice}\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"data\.patchsize, los"):
         load_config(path)
     with pytest.raises(InputError, match=r"unknown config key\(s\): train\.epoch\b"):

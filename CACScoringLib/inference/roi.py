@@ -1,9 +1,10 @@
 """Heart region of interest (cascade step 1): the crop that makes CPU inference fast.
 
-The anatomical heuristic works on a ~2 mm copy of the CT: body = largest component above -500 HU (holes
-filled slice by slice); lungs = air inside the body; per slice, the convex hull of the lungs minus the lungs
-is the mediastinum, whose soft tissue holds the heart. Its bounding box (slices with lungs only, i.e. above
-the diaphragm) plus a margin is the ROI. Anything implausible falls back to the whole image with a warning.
+The anatomical heuristic works on a ~2 mm copy of the CT: lungs = large regions of lung density (the
+field of view may cut the body, so they are not found as holes in it); per slice, the convex hull of the
+lungs minus the lungs, soft tissue only, is the mediastinum; an in-plane opening detaches the great vessels
+and the spine, leaving the heart as the largest component. Its bounding box plus a margin is the ROI.
+Anything implausible falls back to the whole image with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from ..volume import CTVolume
 HEURISTIC_SPACING_MM = 2.0
 ROI_MARGIN_MM = 15.0  # the heart's anterior wall can sit slightly outside the lung hull
 MIN_ROI_EXTENT_MM = 60.0  # smaller than any adult heart: the heuristic failed
+LUNG_HU = (-970.0, -400.0)  # smoothed lung parenchyma; air outside the body is below
+MIN_LUNG_ML = 50.0
+SOFT_TISSUE_HU = (-200.0, 250.0)  # fat, blood, myocardium; bone and air excluded
+HEART_OPENING_MM = 8.0
 
 
 @dataclass
@@ -60,31 +65,43 @@ def heart_roi_heuristic(ct: CTVolume, margin_mm: float = ROI_MARGIN_MM) -> Regio
 
     spacing_zyx = (ct.spacing[2], ct.spacing[1], ct.spacing[0])
     steps = tuple(max(1, int(HEURISTIC_SPACING_MM // s)) for s in spacing_zyx)
-    small = ct.array[:: steps[0], :: steps[1], :: steps[2]]
+    grid_mm = tuple(s * step for s, step in zip(spacing_zyx, steps, strict=True))
+    # In-plane smoothing so noise does not decide between lung, air and soft tissue.
+    small = ndimage.uniform_filter(ct.array[:: steps[0], :: steps[1], :: steps[2]], size=(1, 3, 3))
     in_plane = np.zeros((3, 3, 3), bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
 
-    body, count = ndimage.label(small > -500)
-    if count == 0:
-        return whole_image(ct, "heart ROI: no body found (is this a CT in HU?); segmenting the whole image")
-    body = body == np.argmax(np.bincount(body.ravel())[1:]) + 1
-    body = ndimage.binary_fill_holes(body, structure=in_plane)
-    lungs = ndimage.binary_opening((small < -400) & body, structure=in_plane)
-    lung_area = lungs.sum(axis=(1, 2))
-    body_area = np.maximum(body.sum(axis=(1, 2)), 1)
-    lung_slices = lung_area >= 0.02 * body_area
-    if lung_slices.sum() == 0:
+    # Lungs by density, not as holes in the body: a cardiac field of view usually cuts the body, so the
+    # lungs touch the image edge. Air outside the body (about -1000 HU) stays out.
+    lungs = ndimage.binary_opening((small > LUNG_HU[0]) & (small < LUNG_HU[1]), structure=in_plane, iterations=2)
+    components, count = ndimage.label(lungs)
+    volume_ml = np.bincount(components.ravel()) * np.prod(grid_mm) / 1000.0
+    lung_ids = [i for i in range(1, count + 1) if volume_ml[i] >= MIN_LUNG_ML]
+    if not lung_ids:
         return whole_image(ct, "heart ROI: no lungs found; segmenting the whole image")
+    lungs = np.isin(components, lung_ids)
 
+    # The mediastinum lies inside the hull of the lungs; its soft tissue and fat (not bone) hold the heart.
     mediastinum = np.zeros_like(lungs)
-    for z in np.flatnonzero(lung_slices):
-        hull = convex_hull_image(lungs[z])
-        mediastinum[z] = hull & ~lungs[z] & body[z] & (small[z] > -200)
+    soft = (small > SOFT_TISSUE_HU[0]) & (small < SOFT_TISSUE_HU[1])
+    for z in np.flatnonzero(lungs.any(axis=(1, 2))):
+        mediastinum[z] = convex_hull_image(lungs[z]) & ~lungs[z] & soft[z]
+    # An opening of about HEART_OPENING_MM in every direction detaches the great vessels, oesophagus and
+    # spine, leaving the heart as the largest blob (a diamond in-plane times a line in z: cheap and separable).
+    z_line = np.zeros((3, 3, 3), bool)
+    z_line[:, 1, 1] = True
+    radii = [(in_plane, round(HEART_OPENING_MM / grid_mm[1])), (z_line, round(HEART_OPENING_MM / grid_mm[0]))]
+    for structure, radius in radii:
+        if radius:
+            mediastinum = ndimage.binary_erosion(mediastinum, structure, iterations=radius)
+    for structure, radius in radii:
+        if radius:
+            mediastinum = ndimage.binary_dilation(mediastinum, structure, iterations=radius)
     components, count = ndimage.label(mediastinum)
     if count == 0:
         return whole_image(ct, "heart ROI: no mediastinum between the lungs; segmenting the whole image")
-    mediastinum = components == np.argmax(np.bincount(components.ravel())[1:]) + 1
-    bounds = bounds_from_mask(mediastinum, steps, ct, margin_mm)
+    heart = components == np.argmax(np.bincount(components.ravel())[1:]) + 1
+    bounds = bounds_from_mask(heart, steps, ct, margin_mm)
     extent_y = (bounds[1][1] - bounds[1][0]) * ct.spacing[1]
     extent_x = (bounds[2][1] - bounds[2][0]) * ct.spacing[0]
     if min(extent_y, extent_x) < MIN_ROI_EXTENT_MM:

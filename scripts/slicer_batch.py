@@ -3,8 +3,7 @@
     Slicer --no-main-window --python-script scripts/slicer_batch.py --input DIR_OR_FILE --output DIR
     python scripts/slicer_batch.py --input DIR_OR_FILE --output DIR      (plain Python with slicer-core)
 
-A folder holds cases: image files (.nii, .nii.gz, .nrrd, .mha, ...) and subfolders (one DICOM series each);
-a folder with DICOM files only is one case. Each case gets <output>/<case>/ with the report (CSV, JSON,
+A folder holds cases as CACScoringLib.batch.find_cases finds them. Each case gets <output>/<case>/ with the report (CSV, JSON,
 HTML with key images) and <case>.seg.nrrd; <output>/summary.csv lists every case, failed ones with the
 reason. A failing case does not stop the others; the exit code is 1 when any case failed.
 """
@@ -38,40 +37,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="score existing label maps instead of segmenting: a file for one CT, or a folder "
                              "with <case>.nii.gz (or any image suffix) per case")
     return parser.parse_args(argv)
-
-
-def find_cases(source: Path) -> list[tuple[str, Path]]:
-    """(case name, path) for each CT under `source`."""
-    from CACScoringLib.errors import InputError
-    from CACScoringLib.io.images import image_suffix
-
-    if not source.exists():
-        raise InputError(f"{source} does not exist: give a CT file, a DICOM folder or a folder of cases")
-    if source.is_file():
-        return [(_case_name(source, image_suffix(source)), source)]
-    entries = sorted(source.iterdir())
-    cases = [(_case_name(p, image_suffix(p)), p) for p in entries if p.is_file() and image_suffix(p)]
-    cases += [(p.name, p) for p in entries if p.is_dir()]
-    return cases or [(source.name, source)]  # a folder of DICOM files is one case
-
-
-def _case_name(path: Path, suffix: str | None) -> str:
-    return path.name[: -len(suffix)] if suffix else path.stem
-
-
-def labels_for(case: str, labels: Path | None, single: bool) -> Path | None:
-    from CACScoringLib.errors import InputError
-    from CACScoringLib.io.images import IMAGE_SUFFIXES
-
-    if labels is None or labels.is_file():
-        if labels is not None and not single:
-            raise InputError("--labels is a file but --input holds several cases: give a folder of label maps")
-        return labels
-    for suffix in IMAGE_SUFFIXES + (".seg.nrrd",):
-        candidate = labels / f"{case}{suffix}"
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"no label map for case '{case}' in {labels} (expected {case}.nii.gz or similar)")
 
 
 def score_case(core, case: str, path: Path, labels_path: Path | None, options, output: Path) -> dict:
@@ -114,6 +79,7 @@ def run(argv: list[str]) -> int:
     import slicer
     from CACScoringSlicerLib.logic import CACScoringSceneLogic, ScoringOptions
 
+    from CACScoringLib.batch import find_cases, labels_for
     from CACScoringLib.errors import InputError
 
     args = parse_args(argv)

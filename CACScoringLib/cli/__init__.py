@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import InputError
 
 # Subcommand modules, in the order `cacscoring --help` lists them.
-COMMANDS = ("score", "phantom", "train", "evaluate", "import_coca", "import_folder", "models", "export_onnx")
+COMMANDS = ("score", "batch", "phantom", "train", "evaluate", "import_coca", "import_folder", "models", "export_onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,20 @@ def register(subparsers) -> None:
     parser.add_argument("image", type=Path, help="CT: DICOM folder, NIfTI or NRRD")
     parser.add_argument("--labels", type=Path, help="per-artery label map (0 bg, 1 LM, 2 LAD, 3 LCX, 4 RCA)")
     parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the folder holds several series")
+    add_scoring_arguments(parser)
+    model = add_model_arguments(parser)
+    model.add_argument("--save-labels", type=Path, metavar="OUT", help="write the predicted label map")
+    model.add_argument("--save-probabilities", type=Path, metavar="DIR",
+                       help="write per-class probability maps to DIR")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the scores as JSON")
+    parser.add_argument("--csv", type=Path, metavar="OUT", help="write per-artery scores as CSV")
+    parser.add_argument("--lesions-csv", type=Path, metavar="OUT", help="write the 3D lesion table as CSV")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.set_defaults(func=run)
+
+
+def add_scoring_arguments(parser) -> None:
+    """Options that set the scoring convention (shared by score and batch)."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="standard", help="scoring convention")
     parser.add_argument("--threshold-hu", type=float, help="calcium threshold, HU >= this (default 130)")
     parser.add_argument("--connectivity", type=int, choices=(4, 8), help="in-plane lesion connectivity")
@@ -49,6 +63,10 @@ def register(subparsers) -> None:
                         help="label map with 1 = water region, 2 = hydroxyapatite region (measures the factor)")
     parser.add_argument("--ha-density", type=float, default=200.0,
                         help="density of the HA calibration region in mg/cm³ (default 200)")
+
+
+def add_model_arguments(parser):
+    """Options of the segmentation model used when no labels are given (shared by score and batch)."""
     model = parser.add_argument_group("segmentation (when no --labels is given)")
     model.add_argument("--model", action="append", metavar="ID_OR_FOLDER",
                        help="registry id or model package folder (default: the registry default); "
@@ -57,14 +75,7 @@ def register(subparsers) -> None:
     model.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                        help="onnx runs onnxruntime on CPU")
     model.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    model.add_argument("--save-labels", type=Path, metavar="OUT", help="write the predicted label map")
-    model.add_argument("--save-probabilities", type=Path, metavar="DIR",
-                       help="write per-class probability maps to DIR")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="write the scores as JSON")
-    parser.add_argument("--csv", type=Path, metavar="OUT", help="write per-artery scores as CSV")
-    parser.add_argument("--lesions-csv", type=Path, metavar="OUT", help="write the 3D lesion table as CSV")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    parser.set_defaults(func=run)
+    return model
 
 
 def scoring_params(args, ct):
@@ -104,15 +115,25 @@ def run(args) -> int:
     from ..io import read_ct, read_labels
 
     ct = read_ct(args.image, series_uid=args.series)
+    labels = None if args.labels is None else read_labels(args.labels, ct)
+    result, report = score_ct(ct, labels, args)
+    report = {"input": {"image": str(args.image), "labels": None if args.labels is None else str(args.labels)},
+              **report}
+    write_outputs(result, report, args)
+    if not args.quiet:
+        print_result(result)
+    return 0
+
+
+def score_ct(ct, labels, args) -> tuple[ScoreResult, dict]:
+    """Score with the given labels, or segment first with the model options; the report is the JSON."""
     params = scoring_params(args, ct)
-    report = {"input": {"image": str(args.image), "labels": None if args.labels is None else str(args.labels)}}
-    if args.labels is not None:
-        labels = read_labels(args.labels, ct)
-        result = score_volume(ct, labels, params)
-    else:
+    report = {}
+    segmentation_warnings = []
+    if labels is None:
         segmentation = segment_with_progress(ct, args, params)
-        result = score_volume(ct, segmentation.labels, params)
-        result.warnings[:0] = segmentation.warnings
+        labels = segmentation.labels
+        segmentation_warnings = segmentation.warnings
         report["model"] = {
             "id": segmentation.model_id,
             "version": segmentation.model_version,
@@ -120,11 +141,10 @@ def run(args) -> int:
             "backend": segmentation.backend,
             "timings_s": segmentation.timings,
         }
+    result = score_volume(ct, labels, params)
+    result.warnings[:0] = segmentation_warnings
     report.update(result.to_dict())
-    write_outputs(result, report, args)
-    if not args.quiet:
-        print_result(result)
-    return 0
+    return result, report
 
 
 def segment_with_progress(ct, args, params):
@@ -144,15 +164,15 @@ def segment_with_progress(ct, args, params):
             backend=args.backend,
             tta=args.tta,
             threshold_hu=effective_threshold_hu(ct, params),
-            return_probabilities=args.save_probabilities is not None,
+            return_probabilities=getattr(args, "save_probabilities", None) is not None,
             progress=lambda fraction, message: bar.update(task, completed=fraction, description=message),
         )
-    if args.save_labels is not None:
+    if getattr(args, "save_labels", None) is not None:
         from ..io import write_labels
 
         args.save_labels.parent.mkdir(parents=True, exist_ok=True)
         write_labels(segmentation.labels, ct, args.save_labels)
-    if args.save_probabilities is not None:
+    if getattr(args, "save_probabilities", None) is not None:
         write_segmentation_outputs(segmentation, ct, args.save_probabilities)
     return segmentation
 

@@ -15,7 +15,9 @@ import yaml
 from ..errors import InputError
 
 DEFAULTS: dict = {
-    "task": "segmentation",  # per-artery calcium label maps (the only task implemented so far)
+    # segmentation (per-artery calcium label maps), slice_classification (seed 003), vessel_regression
+    # (seed 004), heart_roi and fp_classifier (the cascade's first and third stages, seed 001)
+    "task": "segmentation",
     "seed": 0,
     "output_dir": "runs/model",
     # Becomes the package's model config through models.make_config (network, kwargs for MONAI).
@@ -43,6 +45,10 @@ DEFAULTS: dict = {
         "class_ratios": None,  # classes: one weight per label id 0..4 (None: equal)
         "negative_slice_ratio": 1.0,  # 2D: calcium-free slices drawn per calcium slice each epoch
         "num_workers": 0,
+        "heart_masks": None,  # heart_roi from a manifest: folder of <case id>.nii.gz masks (0/1) on the case grids
+        "candidate_threshold_hu": 130.0,  # fp_classifier: candidates are connected voxels at or above this
+        "volume_size": [32, 128, 128],  # vessel_regression: slices kept around the centre, in-plane size
+        "cam_slices": 4,  # slice_classification: validation slices written as class activation map overlays
     },
     "augment": {
         "flip_prob": 0.5,
@@ -91,10 +97,10 @@ DEFAULTS: dict = {
 FREE_FORM = {"model.kwargs", "data.phantom.options"}
 
 CHOICES = {
-    "task": ("segmentation",),
+    "task": ("segmentation", "slice_classification", "vessel_regression", "heart_roi", "fp_classifier"),
     "data.source": ("manifest", "phantom"),
     "data.sampling": ("posneg", "classes"),
-    "loss.name": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce"),
+    "loss.name": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce", "ce", "mse"),
     "optim.name": ("adamw", "sgd"),
     "scheduler.name": ("plateau", "poly", "none"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -150,6 +156,16 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
+# Losses that fit each task's outputs (segmentation maps, class logits, four regressed scores).
+TASK_LOSSES = {
+    "segmentation": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce"),
+    "heart_roi": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce"),
+    "slice_classification": ("ce", "focal"),
+    "fp_classifier": ("ce", "focal"),
+    "vessel_regression": ("mse",),
+}
+
+
 def _check_choices(config: dict) -> None:
     for path, allowed in CHOICES.items():
         node = config
@@ -157,6 +173,9 @@ def _check_choices(config: dict) -> None:
             node = node[part]
         if node not in allowed:
             raise InputError(f"config {path}={node!r} is not one of {', '.join(allowed)}")
+    losses = TASK_LOSSES[config["task"]]
+    if config["loss"]["name"] not in losses:
+        raise InputError(f"loss.name={config['loss']['name']} does not fit task {config['task']}; use one of {', '.join(losses)}")
     split = config["split"]
     if int(split["folds"]) < 1 or not 0 <= int(split["fold"]) < int(split["folds"]):
         raise InputError(

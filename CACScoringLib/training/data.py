@@ -40,6 +40,7 @@ class Case:
     labels: np.ndarray | None  # (z, y, x) uint8, None for score-only cases
     spacing: tuple[float, float, float]  # (x, y, z) mm
     reference_scores: dict = field(default_factory=dict)
+    heart_mask: np.ndarray | None = None  # (z, y, x) uint8 0/1, only for heart ROI training
 
 
 def manifest_cases(path) -> list[Case]:
@@ -65,7 +66,24 @@ def manifest_cases(path) -> list[Case]:
     return cases
 
 
-def phantom_cases(seeds: range, shape, options: dict) -> list[Case]:
+def phantom_heart_mask(phantom) -> np.ndarray:
+    """The phantom's heart (myocardium ellipsoid, blood pool included) rebuilt from its sampled anatomy.
+
+    make_thorax_phantom draws the heart as an ellipsoid with semi-axes (a, b, b) on its long axis, so the
+    centre, semi-axes and long axis in `phantom.anatomy` define it exactly; epicardial fat is left out."""
+    ct, anatomy = phantom.ct, phantom.anatomy
+    centre = np.asarray(anatomy["heart_centre_mm"])
+    long_semi, short_semi, _ = anatomy["heart_semi_axes_mm"]
+    long_axis = np.asarray(anatomy["heart_long_axis"])
+    # Voxel centres in world mm; the phantom's direction is the identity.
+    axes = [ct.origin[i] + ct.spacing[i] * np.arange(n) for i, n in enumerate(ct.shape[::-1])]
+    dz, dy, dx = np.meshgrid(axes[2] - centre[2], axes[1] - centre[1], axes[0] - centre[0], indexing="ij", sparse=True)
+    along = dx * long_axis[0] + dy * long_axis[1] + dz * long_axis[2]
+    across_sq = dx**2 + dy**2 + dz**2 - along**2
+    return ((along / long_semi) ** 2 + across_sq / short_semi**2 <= 1.0).astype(np.uint8)
+
+
+def phantom_cases(seeds: range, shape, options: dict, with_heart: bool = False) -> list[Case]:
     """One generated thorax phantom per seed; each phantom is its own patient."""
     from ..phantom import make_thorax_phantom
 
@@ -80,6 +98,7 @@ def phantom_cases(seeds: range, shape, options: dict) -> list[Case]:
                 labels=np.asarray(phantom.labels, dtype=np.uint8),
                 spacing=tuple(phantom.ct.spacing),
                 reference_scores={key: {"agatston": float(v.agatston)} for key, v in phantom.scores.arteries.items()},
+                heart_mask=phantom_heart_mask(phantom) if with_heart else None,
             )
         )
     return cases
@@ -102,7 +121,8 @@ def resample_case(case: Case, inplane_mm: float | None, slice_mm: float | None) 
 
     image = resample(case.image, sitk.sitkLinear, sitk.sitkFloat32)
     labels = None if case.labels is None else resample(case.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
-    return replace(case, image=image, labels=labels, spacing=tuple(target))
+    heart = None if case.heart_mask is None else resample(case.heart_mask, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    return replace(case, image=image, labels=labels, spacing=tuple(target), heart_mask=heart)
 
 
 def patient_split(patient_ids: list[str], folds: int, fold: int, seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -131,16 +151,19 @@ def load_cases(config: dict) -> tuple[list[Case], list[Case]]:
 
 def _split_cases(config: dict) -> tuple[list[Case], list[Case]]:
     data = config["data"]
+    with_heart = config["task"] == "heart_roi"
     if data["source"] == "phantom":
         phantom = data["phantom"]
-        train = phantom_cases(range(*phantom["train_seeds"]), phantom["shape"], phantom["options"])
-        val = phantom_cases(range(*phantom["val_seeds"]), phantom["shape"], phantom["options"])
+        train = phantom_cases(range(*phantom["train_seeds"]), phantom["shape"], phantom["options"], with_heart)
+        val = phantom_cases(range(*phantom["val_seeds"]), phantom["shape"], phantom["options"], with_heart)
         if not train or not val:
             raise InputError("data.phantom.train_seeds and val_seeds must each give at least one seed ([start, stop])")
         if {c.id for c in train} & {c.id for c in val}:
             raise InputError("data.phantom train_seeds and val_seeds overlap; give disjoint ranges")
         return train, val
     cases = manifest_cases(data["manifest"])
+    if with_heart:
+        cases = [attach_heart_mask(case, data["heart_masks"]) for case in cases]
     split = config["split"]
     train_ids, val_ids = patient_split(
         [c.patient_id for c in cases], int(split["folds"]), int(split["fold"]), int(config["seed"]), float(split["val_fraction"])
@@ -149,13 +172,41 @@ def _split_cases(config: dict) -> tuple[list[Case], list[Case]]:
     return [c for c in cases if c.patient_id in train_set], [c for c in cases if c.patient_id in val_set]
 
 
+def attach_heart_mask(case: Case, folder) -> Case:
+    """The case with its heart mask from FOLDER/<case id>.nii.gz (any value > 0 is heart)."""
+    from pathlib import Path
+
+    from ..io import read_ct
+
+    if not folder:
+        raise InputError("heart_roi training from a manifest needs data.heart_masks=FOLDER of <case id>.nii.gz masks")
+    path = Path(folder) / f"{case.id}.nii.gz"
+    if not path.is_file():
+        raise InputError(f"no heart mask {path} for case {case.id}; add it or drop the case from the manifest")
+    mask = read_ct(path).array
+    if mask.shape != case.image.shape:
+        raise InputError(f"heart mask {path} has shape {mask.shape}, the image {case.image.shape}; resample it onto the image")
+    return replace(case, heart_mask=(mask > 0).astype(np.uint8))
+
+
+def balanced_indices(is_positive: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Item indices for one epoch with both classes equally often: every item of the larger class once, the
+    smaller class drawn with replacement up to the same count (seed 003 replicated its positives)."""
+    positives, negatives = np.flatnonzero(is_positive), np.flatnonzero(~is_positive)
+    if len(positives) == 0 or len(negatives) == 0:
+        return np.arange(len(is_positive))
+    small, large = sorted((positives, negatives), key=len)
+    extra = rng.choice(small, size=len(large) - len(small), replace=True)
+    return np.sort(np.concatenate([large, small, extra]))
+
+
 def window(config: dict):
     """The HU window as a MONAI transform: [low, high] HU -> [0, 1], clipped (same at training and inference)."""
     low, high = (float(v) for v in config["data"]["hu_window"])
     return ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
 
 
-def train_transforms(config: dict, spatial_dims: int) -> Compose:
+def train_transforms(config: dict, spatial_dims: int, num_classes: int = NUM_CLASSES) -> Compose:
     data, aug = config["data"], config["augment"]
     low, high = (float(v) for v in data["hu_window"])
     patch = [int(p) for p in data["patch_size"]]
@@ -168,7 +219,7 @@ def train_transforms(config: dict, spatial_dims: int) -> Compose:
             label_key="label",
             spatial_size=patch,
             ratios=data["class_ratios"],
-            num_classes=NUM_CLASSES,
+            num_classes=num_classes,
             num_samples=int(data["samples_per_image"]),
             warn=False,
         )

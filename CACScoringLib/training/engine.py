@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from . import distributed
 from .data import load_cases
-from .losses import build_loss
 from .tasks import build_task
 
 CHECKPOINT_DIR = "checkpoints"
@@ -107,7 +106,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
     train_cases, val_cases = load_cases(config)
     task = build_task(config, train_cases, val_cases)
     model = task.build_model().to(info.device)
-    loss_fn = build_loss(config["loss"])
+    loss_fn = task.build_loss()
     optimizer = build_optimizer(model.parameters(), config["optim"])
     scheduler = build_scheduler(optimizer, config["scheduler"], epochs)
     use_amp = bool(tcfg["amp"]) and info.device.type == "cuda"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from torch import nn
 
+from ..errors import InputError
 from .data import Case
 
 
@@ -52,4 +54,37 @@ def export_package(
             "seed": config["seed"],
         },
     }
+    if hasattr(task, "save"):  # models outside the inference pipeline's package format
+        return task.save(folder, model, metadata)
     return save_package(folder, model, task.model_config, metadata)
+
+
+def save_task_model(folder: Path, network: nn.Module, network_config: dict, metadata: dict) -> Path:
+    """Weights (safetensors), the config that rebuilds the network and the model card, for the slice
+    classifier and the vessel regressor, which the segmentation pipeline does not load."""
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(network, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(network_config, indent=2) + "\n", encoding="utf-8")
+    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
+    return folder
+
+
+def load_task_model(folder: str | Path) -> tuple[nn.Module, dict]:
+    """(network in eval mode, its config) from a folder save_task_model wrote."""
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder} holds no config.json; give the package folder of a training run")
+    network_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if network_config.get("task") == "slice_classification":
+        from .classification import build_slice_classifier as build
+    elif network_config.get("task") == "vessel_regression":
+        from .regression import build_regressor as build
+    else:
+        raise InputError(f"{folder} is not a slice classifier or vessel regressor; load pipeline models with load_package")
+    network = build(network_config)
+    load_model(network, str(folder / "model.safetensors"), strict=True)
+    return network.eval(), network_config

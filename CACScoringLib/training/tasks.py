@@ -5,6 +5,8 @@ The engine (engine.py) is the same loop for every task; a task supplies the part
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,9 +17,10 @@ from torch import nn
 from ..errors import InputError
 from ..labels import ARTERY_BY_ID
 from .data import NUM_CLASSES, Case, slice_items, train_transforms, volume_items, window
+from .losses import build_loss
 
 
-def segmentation_model_config(config: dict) -> dict:
+def segmentation_model_config(config: dict, task: str = "calcium") -> dict:
     """The package's model config (models.make_config) for this training config; patch sizes checked."""
     from ..models.networks import make_config, size_divisor
 
@@ -29,6 +32,7 @@ def segmentation_model_config(config: dict) -> dict:
         hu_window=tuple(float(v) for v in data["hu_window"]),
         inplane_spacing_mm=model["inplane_spacing_mm"],
         slice_spacing_mm=model["slice_spacing_mm"],
+        task=task,
         **model["kwargs"],
     )
     divisor = size_divisor(model_config)
@@ -41,18 +45,25 @@ class SegmentationTask:
     """Per-artery calcium segmentation, 2D (axial slices) or 3D (patches), as `model.spatial_dims` says."""
 
     metric_name = "val_dice"
+    model_task = "calcium"  # the model package's task (models.networks.TASKS)
+    n_classes = NUM_CLASSES
+    class_names = ARTERY_BY_ID  # foreground label id -> name in the per-class Dice
+    per_class_key = "val_dice_per_artery"
 
     def __init__(self, config: dict, train_cases: list[Case], val_cases: list[Case]):
         self.config = config
-        self.model_config = segmentation_model_config(config)
+        self.model_config = segmentation_model_config(config, self.model_task)
         self.spatial_dims = self.model_config["spatial_dims"]
         for case in (*train_cases, *val_cases):
             if case.labels is None:
                 raise InputError(f"case {case.id} has no label map; segmentation training needs labels for every case")
         self.train_cases, self.val_cases = train_cases, val_cases
-        self.transforms = train_transforms(config, self.spatial_dims)
+        self.transforms = train_transforms(config, self.spatial_dims, self.n_classes)
         self.window = window(config)
         self.patch = tuple(int(p) for p in config["data"]["patch_size"])
+
+    def build_loss(self) -> nn.Module:
+        return build_loss(self.config["loss"])
 
     def build_model(self) -> nn.Module:
         from ..models.networks import build_network
@@ -90,16 +101,47 @@ class SegmentationTask:
             logits = self.predict_volume(model, case.image, device).float()
             label = torch.as_tensor(case.labels, dtype=torch.long, device=device)[None, None]
             losses.append(float(loss_fn(logits[None], label)))
-            pred = F.one_hot(logits.argmax(0), NUM_CLASSES).movedim(-1, 0)[None]
-            truth = F.one_hot(label[0, 0], NUM_CLASSES).movedim(-1, 0)[None]
+            pred = F.one_hot(logits.argmax(0), self.n_classes).movedim(-1, 0)[None]
+            truth = F.one_hot(label[0, 0], self.n_classes).movedim(-1, 0)[None]
             dices.append(compute_dice(pred, truth, include_background=False, ignore_empty=False)[0].cpu().numpy())
         per_class = np.mean(dices, axis=0)
         return {
             "val_loss": float(np.mean(losses)),
             "val_dice": float(per_class.mean()),
-            "val_dice_per_artery": {ARTERY_BY_ID[i + 1]: float(d) for i, d in enumerate(per_class)},
+            self.per_class_key: {self.class_names[i + 1]: float(d) for i, d in enumerate(per_class)},
         }
 
 
+class HeartRoiTask(SegmentationTask):
+    """Cascade stage 1 (seed 001): heart vs background on low-resolution slices; the case's heart mask is the label."""
+
+    model_task = "heart_roi"
+    n_classes = 2
+    class_names = {1: "heart"}
+    per_class_key = "val_dice_per_class"
+
+    def __init__(self, config: dict, train_cases: list[Case], val_cases: list[Case]):
+        for case in (*train_cases, *val_cases):
+            if case.heart_mask is None:
+                raise InputError(f"case {case.id} has no heart mask; heart_roi training needs one for every case")
+        super().__init__(
+            config,
+            [replace(c, labels=c.heart_mask) for c in train_cases],
+            [replace(c, labels=c.heart_mask) for c in val_cases],
+        )
+
+
 def build_task(config: dict, train_cases: list[Case], val_cases: list[Case]):
+    task = config["task"]
+    if task == "heart_roi":
+        return HeartRoiTask(config, train_cases, val_cases)
+    if task in ("slice_classification", "fp_classifier"):
+        from .classification import FalsePositiveTask, SliceClassificationTask
+
+        task_class = SliceClassificationTask if task == "slice_classification" else FalsePositiveTask
+        return task_class(config, train_cases, val_cases)
+    if task == "vessel_regression":
+        from .regression import VesselRegressionTask
+
+        return VesselRegressionTask(config, train_cases, val_cases)
     return SegmentationTask(config, train_cases, val_cases)

@@ -11,7 +11,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a segmentation model from a YAML config",
+        help="train a model (segmentation, cascade stage, slice classifier, vessel regression) from a YAML config",
         description="Train a model as CONFIG.yaml says (presets in configs/), laid over the defaults; "
         "key.sub=value arguments override single settings, e.g. train.epochs=5 loss.alpha=0.9. "
         "Writes checkpoints, TensorBoard logs and a model package under output_dir.",

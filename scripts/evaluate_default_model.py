@@ -1,0 +1,281 @@
+"""Evaluate a trained calcium model on held-out thorax phantoms and, with --ship, install it as a shipped model.
+
+    python scripts/evaluate_default_model.py runs/default_phantom/package                 # report only
+    python scripts/evaluate_default_model.py runs/default_phantom/package --ship --register-default
+
+Every held-out phantom (seeds 5000 and up by default; training used 0-79 and validation 1000-1005, see
+configs/default_phantom.yaml) goes through the inference pipeline as a user's CT would (heuristic heart
+ROI, 130 HU threshold, per-lesion artery vote) and is compared with its known labels by
+CACScoringLib.evaluation (voxel Dice, orCaScore lesion detection, Agatston ICC, risk-category kappa). On
+top, it counts how much of the phantom's aortic calcium and bone the model labelled as coronary.
+
+Writes into OUTPUT (default: <shipped folder>/evaluation with --ship, else <package>/evaluation):
+evaluation.json, cases.csv and PNG plots (CACScoringLib.evaluation.report), held_out.json (the headline
+figures, the targets and the calcium look-alikes). --ship re-saves the package into
+Resources/models/<id>/ with the held-out figures in metadata.json (checksums rewritten by save_package),
+writes MODEL_CARD.md and the model's entry in Resources/models.json; --register-default makes it the
+registry default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from CACScoringLib.evaluation.lesions import ALL_ARTERIES  # noqa: E402
+from CACScoringLib.evaluation.metrics import FOREGROUND  # noqa: E402
+from CACScoringLib.evaluation.report import evaluate_case, summarize, write_report  # noqa: E402
+from CACScoringLib.inference import segment  # noqa: E402
+from CACScoringLib.labels import ARTERIES  # noqa: E402
+from CACScoringLib.models import load_package, save_package  # noqa: E402
+from CACScoringLib.models.package import WEIGHTS_FILE, sha256_file  # noqa: E402
+from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
+from CACScoringLib.resources import resources_dir  # noqa: E402
+
+HELD_OUT_SEEDS = (5000, 5040)  # range(start, stop); disjoint from the training config's seeds
+TARGETS = {"risk_kappa_linear": 0.95, "agatston_icc_per_artery": 0.99, "lesion_f1": 0.95}
+MAX_SHIPPED_MB = 25.0
+
+
+def evaluate(package, seeds: range, shape: tuple[int, int, int], output: Path) -> dict:
+    """Segment each held-out phantom, compare with its labels, write the report; the headline figures."""
+    cases, lookalikes, seconds = [], [], []
+    for seed in seeds:
+        phantom = make_thorax_phantom(seed=seed, shape=shape, compute_scores=False)
+        started = time.perf_counter()
+        predicted = segment(phantom.ct, package, device="cpu").labels
+        seconds.append(time.perf_counter() - started)
+        cases.append(evaluate_case(f"phantom-{seed}", phantom.ct, phantom.labels, predicted))
+        labelled = predicted > 0
+        lookalikes.append(
+            {
+                "case_id": f"phantom-{seed}",
+                "aortic_calcium_voxels": int(phantom.aortic_calcium_mask.sum()),
+                "aortic_calcium_voxels_labelled": int((labelled & phantom.aortic_calcium_mask).sum()),
+                "bone_voxels_labelled": int((labelled & phantom.bone_mask).sum()),
+            }
+        )
+        print(
+            f"phantom {seed}: reference {cases[-1].reference['total']['agatston']:.1f}, "
+            f"predicted {cases[-1].predicted['total']['agatston']:.1f} ({seconds[-1]:.2f} s)",
+            flush=True,
+        )
+    summary = summarize(cases)
+    settings = {
+        "seeds": [seeds.start, seeds.stop],
+        "phantom_shape_zyx": list(shape),
+        "model": package.id,
+        "pipeline": "CACScoringLib.inference.segment, heuristic heart ROI, device cpu, no TTA",
+    }
+    for path in write_report(cases, summary, output, settings=settings).values():
+        if path.suffix == ".png":
+            shrink_png(path)
+    headline = headline_figures(summary, lookalikes, seconds, seeds, shape)
+    (output / "held_out.json").write_text(json.dumps(headline, indent=2) + "\n", encoding="utf-8")
+    return headline
+
+
+def shrink_png(path: Path) -> None:
+    """A 64-colour palette keeps the committed plots small (flat colours, lines and text lose nothing visible)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
+
+
+def headline_figures(
+    summary: dict, lookalikes: list[dict], seconds: list[float], seeds: range, shape
+) -> dict:
+    agatston = summary["agreement"]["agatston"]
+    icc = {key: agatston[key]["icc_a1"]["icc"] if key in agatston else None for key in (*ARTERIES, "total")}
+    kappa = summary["risk_categories"]["kappa_linear"]
+    lesion_f1 = summary["lesions"][ALL_ARTERIES]["f1"]
+    measured = {
+        "risk_kappa_linear": kappa,
+        "agatston_icc_per_artery": min(v for k, v in icc.items() if k != "total" and v is not None),
+        "lesion_f1": lesion_f1,
+    }
+    return {
+        "n_cases": summary["n_cases"],
+        "seeds": [seeds.start, seeds.stop - 1],
+        "phantom_shape_zyx": list(shape),
+        "risk_kappa_linear": kappa,
+        "risk_kappa_ci": summary["risk_categories"]["bootstrap_ci"],
+        "risk_accuracy": summary["risk_categories"]["accuracy"],
+        "risk_confusion_matrix": summary["risk_categories"]["confusion_matrix"],
+        "agatston_icc": icc,
+        "lesion_f1_artery_specific": lesion_f1,
+        "lesion_sensitivity_artery_specific": summary["lesions"][ALL_ARTERIES]["sensitivity"],
+        "lesion_ppv_artery_specific": summary["lesions"][ALL_ARTERIES]["ppv"],
+        "lesion_f1_any_artery": summary["lesions"][FOREGROUND]["f1"],
+        "dice_pooled": {key: summary["voxels"][key]["pooled"]["dice"] for key in (*ARTERIES, FOREGROUND)},
+        "aortic_calcium_voxels": sum(row["aortic_calcium_voxels"] for row in lookalikes),
+        "aortic_calcium_voxels_labelled": sum(row["aortic_calcium_voxels_labelled"] for row in lookalikes),
+        "bone_voxels_labelled": sum(row["bone_voxels_labelled"] for row in lookalikes),
+        "lookalikes_per_case": lookalikes,
+        "segment_seconds_mean": float(np.mean(seconds)),
+        "targets": TARGETS,
+        "targets_met": {
+            name: bool(measured[name] is not None and measured[name] >= TARGETS[name]) for name in TARGETS
+        },
+    }
+
+
+def ship(package, headline: dict, folder: Path, register_default: bool) -> Path:
+    """Re-save the package with its held-out figures, check its size, register it."""
+    metadata = {
+        key: value
+        for key, value in package.metadata.items()
+        if key not in ("monai_version", "torch_version", "cacscoring_version", "created")
+    }
+    metadata["held_out_evaluation"] = {
+        key: value for key, value in headline.items() if key != "lookalikes_per_case"
+    }
+    save_package(folder, package.network, package.config, metadata)
+    size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    if size_mb > MAX_SHIPPED_MB:
+        raise SystemExit(f"shipped package is {size_mb:.1f} MB, over the {MAX_SHIPPED_MB} MB limit")
+    registry_path = resources_dir() / "models.json"
+    registry = json.loads(registry_path.read_text(encoding="utf-8"))
+    entry = {
+        "id": metadata["id"],
+        "title": metadata["title"],
+        "dims": package.spatial_dims,
+        "path": folder.relative_to(registry_path.parent).as_posix(),
+        "sha256": sha256_file(folder / WEIGHTS_FILE),
+        "version": metadata["version"],
+        "description": "trained on synthetic thorax phantoms only; not validated on patient CT (see MODEL_CARD.md)",
+    }
+    registry["models"] = [e for e in registry.get("models", []) if e.get("id") != entry["id"]] + [entry]
+    if register_default:
+        registry["default"] = entry["id"]
+    registry_path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def model_card(package, headline: dict, training_config: dict) -> str:
+    """MODEL_CARD.md from the shipped metadata, the training config and the measured held-out figures."""
+    meta, config = package.metadata, package.config
+    kwargs = config["network"]["kwargs"]
+    n_params = sum(p.numel() for p in package.network.parameters())
+    pre = config["preprocessing"]
+    train, data = training_config["train"], training_config["data"]
+    met = headline["targets_met"]
+    icc = headline["agatston_icc"]
+    dice = headline["dice_pooled"]
+    ci = headline["risk_kappa_ci"]
+    rows = "\n".join(f"| {key} | {_fmt(icc[key])} | {_fmt(dice.get(key))} |" for key in ARTERIES)
+    return f"""# Model card: {meta["id"]} {meta["version"]}
+
+{meta["title"]}.
+
+**Synthetic training data only. This model has NOT been validated on patient CT and must not be used
+clinically.** It exists so that `cacscoring score` and the Slicer module work out of the box and as a
+reference for training on real data (e.g. COCA, `configs/unet2d_tversky.yaml`).
+
+## Training data
+{meta["training_data"]}. Phantoms: `CACScoringLib.phantom.make_thorax_phantom` (non-contrast cardiac CT,
+0.8 x 0.8 x 3 mm, body, lungs, liver, spine, ribs, sternum, heart, ascending and descending aorta, LM/LAD/LCX/RCA
+with 0-11 calcified plaques of 150-1000 HU peak, 20% of cases without coronary calcium, 0-5 aortic
+calcifications, noise 8-22 HU). Labels are the phantom's truth: coronary plaque voxels >= 130 HU carry their
+artery; aortic calcium and bone stay background.
+
+## Architecture
+MONAI `{config["network"]["name"]}`, {config["spatial_dims"]}D, channels {kwargs.get("channels")}, strides
+{kwargs.get("strides")}, {kwargs.get("num_res_units")} residual unit(s) per level, {kwargs.get("norm")} norm;
+{n_params:,} parameters; 5 output classes (background, LM, LAD, LCX, RCA).
+
+## Preprocessing and inference
+HU window {pre["hu_window"]} scaled to [0, 1]; axial slices at {pre["inplane_spacing_mm"]} mm in-plane.
+Inference (`CACScoringLib.inference.segment`): anatomical heart ROI, crop resampled to
+{pre["inplane_spacing_mm"]} mm, softmax back on the CT grid, voxels >= 130 HU kept, each 26-connected lesion
+given its majority artery.
+
+## Training
+`cacscoring train configs/default_phantom.yaml` (`bash scripts/train_default_model.sh`), on CPU:
+{data["patch_size"][0]} x {data["patch_size"][1]} patches (half centred on calcium), every calcium slice plus
+as many calcium-free slices per epoch, in-plane rotation, intensity shift, noise and blur (no flips), loss
+{training_config["loss"]["name"]}, {training_config["optim"]["name"]} lr {training_config["optim"]["lr"]},
+ReduceLROnPlateau on validation Dice, batch {train["batch_size"]}, {meta["training"]["epochs_run"]} epochs run
+(best epoch {meta["training"]["best_epoch"]}), seed {training_config["seed"]}.
+
+## Evaluation on {headline["n_cases"]} held-out phantoms (seeds {headline["seeds"][0]}-{headline["seeds"][1]})
+Measured by `scripts/evaluate_default_model.py` through the full inference pipeline; details in
+`evaluation/` (evaluation.json, cases.csv, plots, held_out.json).
+
+| metric | measured | target | met |
+|---|---|---|---|
+| risk category, linearly weighted kappa | {_fmt(headline["risk_kappa_linear"])} (95% CI {_fmt(ci.get("low"))}-{_fmt(ci.get("high"))}) | >= 0.95 | {"yes" if met["risk_kappa_linear"] else "NO"} |
+| Agatston ICC(A,1), lowest artery | {_fmt(min(v for k, v in icc.items() if k != "total" and v is not None))} | >= 0.99 | {"yes" if met["agatston_icc_per_artery"] else "NO"} |
+| lesion F1, artery-specific (orCaScore matching) | {_fmt(headline["lesion_f1_artery_specific"])} | >= 0.95 | {"yes" if met["lesion_f1"] else "NO"} |
+
+| artery | Agatston ICC(A,1) | Dice (calcium voxels, pooled) |
+|---|---|---|
+{rows}
+| total / any artery | {_fmt(icc["total"])} | {_fmt(dice.get("coronary"))} |
+
+Risk-category accuracy {_fmt(headline["risk_accuracy"])}; lesion sensitivity {_fmt(headline["lesion_sensitivity_artery_specific"])},
+PPV {_fmt(headline["lesion_ppv_artery_specific"])} (artery-specific), lesion F1 with the artery ignored
+{_fmt(headline["lesion_f1_any_artery"])}. Calcium look-alikes: {headline["aortic_calcium_voxels_labelled"]} of
+{headline["aortic_calcium_voxels"]} aortic calcium voxels and {headline["bone_voxels_labelled"]} bone voxels were
+labelled as coronary. Mean segmentation time {headline["segment_seconds_mean"]:.2f} s per phantom on CPU.
+
+## Limitations
+Phantoms are far simpler than patients: no motion, no stents or valves, idealised anatomy and noise, one
+field of view and slice spacing. Expect much lower accuracy on real scans; validate on your own data
+(`cacscoring evaluate`) before relying on it for research.
+
+## Versions
+MONAI {meta["monai_version"]}, torch {meta["torch_version"]}, CACScoring {meta["cacscoring_version"]}; package
+created {meta["created"]}; card written {datetime.now(timezone.utc).date().isoformat()}.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package", type=Path, help="trained model package folder (output_dir/package)")
+    parser.add_argument("--seeds", type=int, nargs=2, default=HELD_OUT_SEEDS, metavar=("START", "STOP"))
+    parser.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"))
+    parser.add_argument("--output", type=Path, help="report folder (default: see the module docstring)")
+    parser.add_argument(
+        "--ship", action="store_true", help="install into Resources/models/<id> and register it"
+    )
+    parser.add_argument(
+        "--register-default", action="store_true", help="with --ship: make it the registry default"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    package = load_package(args.package, "cpu")
+    shipped = resources_dir() / "models" / package.id
+    output = args.output or ((shipped if args.ship else args.package) / "evaluation")
+    headline = evaluate(package, range(*args.seeds), tuple(args.shape), output)
+    print(json.dumps({k: v for k, v in headline.items() if k != "lookalikes_per_case"}, indent=2))
+    if args.ship:
+        ship(package, headline, shipped, args.register_default)
+        shipped_package = load_package(shipped, "cpu")
+        training_config = json.loads((args.package.parent / "config.json").read_text(encoding="utf-8"))
+        (shipped / "MODEL_CARD.md").write_text(
+            model_card(shipped_package, headline, training_config), encoding="utf-8"
+        )
+        print(f"shipped {shipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

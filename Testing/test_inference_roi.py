@@ -25,3 +25,14 @@ def test_no_lungs_falls_back_to_the_whole_image_with_a_warning():
     roi = heart_roi_heuristic(phantom.ct)
     assert roi.method == "whole" and roi.shape == phantom.ct.shape
     assert "no lungs" in roi.warnings[0]
+
+
+def test_calcium_where_arteries_together_outweigh_background():
+    import torch
+
+    from CACScoringLib.inference.pipeline import calcium_labels
+
+    # Voxel 0: background 0.4, arteries split 0.2/0.2/0.1/0.1 -> calcium, LM (argmax alone would say background).
+    # Voxel 1: background 0.6 -> background. Voxel 2: background 0.1, RCA 0.5 -> RCA.
+    probs = torch.tensor([[0.4, 0.6, 0.1], [0.2, 0.1, 0.1], [0.2, 0.1, 0.2], [0.1, 0.1, 0.1], [0.1, 0.1, 0.5]])
+    assert calcium_labels(probs, dim=0).tolist() == [1, 0, 4]

@@ -2,7 +2,7 @@
 
 HU window -> heart ROI (package component or anatomical heuristic) -> crop resampled in-plane to the model
 spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softmax over ensemble members and
-flips -> probabilities back on the CT grid -> argmax -> voxels >= threshold_hu only -> 3D connected
+flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels >= threshold_hu only -> 3D connected
 components, each voted to one artery -> optional false-positive classifier -> label map on the CT grid.
 """
 
@@ -187,7 +187,7 @@ def segment(
     for zs, ze, probs in _predict_crop(
         packages[0].config, predictor, crop_hu, ct.spacing, batch_size, report, (0.1, 0.9)
     ):
-        labels_crop[zs:ze] = probs.argmax(dim=1).numpy().astype(np.uint8)
+        labels_crop[zs:ze] = calcium_labels(probs, dim=1).numpy().astype(np.uint8)
         if probabilities is not None:
             (z0, _), (y0, y1), (x0, x1) = region.bounds
             probabilities[:, z0 + zs : z0 + ze, y0:y1, x0:x1] = probs.permute(1, 0, 2, 3).numpy()
@@ -217,6 +217,14 @@ def segment(
         backend=backend,
         warnings=list(region.warnings),
     )
+
+
+def calcium_labels(probabilities: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Label per voxel: calcium where the arteries together outweigh background (P(bg) < 0.5), then the most
+    likely artery. A plain argmax would call background where calcium is certain but the artery is not."""
+    background = probabilities.select(dim, 0)
+    artery = probabilities.narrow(dim, 1, probabilities.shape[dim] - 1).argmax(dim) + 1
+    return torch.where(background < 0.5, artery, torch.zeros_like(artery))
 
 
 def _check_inputs(ct, threshold_hu, backend, roi, batch_size) -> None:

@@ -93,6 +93,13 @@ class SegmentationTask:
         ]
         return torch.cat(slices).movedim(0, 1)
 
+    @staticmethod
+    def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
+        """Labels (z, y, x) from logits (C, z, y, x) by the inference pipeline's rule."""
+        from ..inference.pipeline import calcium_labels
+
+        return calcium_labels(logits.softmax(0), dim=0)
+
     @torch.no_grad()
     def validate(self, model: nn.Module, loss_fn: nn.Module, device: torch.device) -> dict:
         """Mean loss and Dice over the validation cases; Dice per artery (1.0 where both are empty)."""
@@ -101,7 +108,7 @@ class SegmentationTask:
             logits = self.predict_volume(model, case.image, device).float()
             label = torch.as_tensor(case.labels, dtype=torch.long, device=device)[None, None]
             losses.append(float(loss_fn(logits[None], label)))
-            pred = F.one_hot(logits.argmax(0), self.n_classes).movedim(-1, 0)[None]
+            pred = F.one_hot(self.predicted_labels(logits), self.n_classes).movedim(-1, 0)[None]
             truth = F.one_hot(label[0, 0], self.n_classes).movedim(-1, 0)[None]
             dices.append(compute_dice(pred, truth, include_background=False, ignore_empty=False)[0].cpu().numpy())
         per_class = np.mean(dices, axis=0)

@@ -72,6 +72,7 @@ DEFAULTS: dict = {
         "beta": 0.5,  # Tversky: weight of false negatives
         "gamma": 2.0,  # focal
         "include_background": False,
+        "batch": False,  # Dice-type losses: one Dice over the whole batch (nnU-Net's batch Dice), not per item
     },
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-5, "momentum": 0.99},
     "scheduler": {"name": "plateau", "factor": 0.5, "patience": 5, "power": 0.9},

@@ -24,10 +24,16 @@ class OneHotBCELoss(nn.Module):
 
 
 def build_loss(loss_config: dict) -> nn.Module:
-    """The configured loss. Tversky keeps MONAI's meaning: `alpha` weighs false positives, `beta` false negatives."""
+    """The configured loss. Tversky keeps MONAI's meaning: `alpha` weighs false positives, `beta` false negatives.
+    `batch` pools Dice/Tversky over the batch, so a patch without some artery does not reward predicting none."""
     name = loss_config["name"]
     include_background = bool(loss_config["include_background"])
-    common = {"to_onehot_y": True, "softmax": True, "include_background": include_background}
+    common = {
+        "to_onehot_y": True,
+        "softmax": True,
+        "include_background": include_background,
+        "batch": bool(loss_config.get("batch", False)),
+    }
     if name == "tversky":
         return TverskyLoss(alpha=float(loss_config["alpha"]), beta=float(loss_config["beta"]), **common)
     if name == "dice":

@@ -168,6 +168,25 @@ def test_ensemble_and_flip_tta_are_means_of_softmax():
     assert seg.model_id == "m0+m1"
 
 
+def test_multiplicative_ensemble_is_tversky_times_baseline_squared_times_image():
+    ct = thorax(nz=4, size=32)
+    networks = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        networks.append(nn.Conv2d(1, 5, 3, padding=1).eval())
+    members = [package(n, 2, name=f"m{i}") for i, n in enumerate(networks)]
+    seg = segment(ct, members, tta=True, roi="whole", return_probabilities=True, device="cpu", ensemble="multiplicative")
+    tversky, baseline = (manual_probabilities([n], ct, tta=True) for n in networks)
+    image = np.clip((ct.array - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1)
+    scores = tversky[1:] * baseline[1:] ** 2 * image
+    np.testing.assert_allclose(seg.probabilities[1:].astype(np.float32), scores, atol=2e-3)
+    np.testing.assert_allclose(seg.probabilities[0].astype(np.float32), 1 - scores.max(axis=0), atol=2e-3)
+    with pytest.raises(InputError, match="combines 2 models"):
+        segment(ct, members[:1], roi="whole", device="cpu", ensemble="multiplicative")
+    with pytest.raises(InputError, match="ensemble rule 'median' is unknown"):
+        segment(ct, members, roi="whole", device="cpu", ensemble="median")
+
+
 def test_3d_ensemble_mean_probabilities():
     ct = thorax(nz=6, size=48)
     centres = [CENTRES_HU, (0.0, 400.0, 500.0, 1000.0, 1100.0)]
@@ -262,6 +281,17 @@ def test_each_lesion_gets_its_majority_artery():
     ct.array[5, 62, 40:46] = 300.0  # 6 LM voxels touching them: one lesion
     seg = segment(ct, package(NearestCentre()), device="cpu")
     assert (seg.labels[5, 60:63, 40:46] == LABEL_ID["LAD"]).all()
+
+
+def test_candidates_mostly_called_calcium_are_labelled_whole():
+    ct = thorax()
+    ct.array[8, 60, 40:46] = 300.0  # 6 voxels the network calls LM ...
+    ct.array[8, 60, 46:50] = 140.0  # ... and 4 >= 130 HU it calls background: 60% called, labelled whole
+    ct.array[1, 60, 40:42] = 300.0  # 2 called voxels ...
+    ct.array[1, 60, 42:52] = 140.0  # ... in a 12-voxel candidate: 17% called, only those 2 stay
+    seg = segment(ct, package(NearestCentre()), device="cpu")
+    assert (seg.labels[8, 60, 40:50] == LABEL_ID["LM"]).all()
+    assert (seg.labels[1, 60, 40:42] == LABEL_ID["LM"]).all() and not seg.labels[1, 60, 42:52].any()
 
 
 class CentreBrightness(nn.Module):

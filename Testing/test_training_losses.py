@@ -1,13 +1,14 @@
-"""Losses by name (Tversky alpha semantics checked by hand) and seed 000's multiplicative ensemble rule."""
+"""Losses by name (Tversky alpha semantics and batch Dice checked by hand) and seed 000's multiplicative
+ensemble rule."""
 
 import math
 
 import pytest
 import torch
 
+from CACScoringLib.inference.ensemble import multiplicative_ensemble, multiplicative_scores
 from CACScoringLib.training.config import DEFAULTS
 from CACScoringLib.training.losses import build_loss
-from CACScoringLib.training.presets.ensemble import ensemble_labels, multiplicative_ensemble
 
 
 def _logits(foreground_prob):
@@ -57,9 +58,26 @@ def test_multiplicative_ensemble_rule():
     assert torch.allclose(multiplicative_ensemble(tversky, baseline, image)[0], expected)
 
 
-def test_ensemble_labels_pick_the_best_class_above_threshold():
-    # Classes: background, LM, LAD; pixel 0 -> LAD wins (0.9*0.81*1), pixel 1 -> nothing passes 0.5.
+def test_multiplicative_scores_put_one_minus_the_best_artery_in_the_background_channel():
+    # Classes: background, LM, LAD; pixel 0 -> LAD scores 0.9*0.81*1 = 0.729, pixel 1 -> best 0.7*0.36 = 0.252.
     tversky = torch.tensor([[0.0, 0.3], [0.2, 0.6], [0.9, 0.7]]).reshape(1, 3, 1, 2)
     baseline = torch.tensor([[0.0, 0.3], [0.5, 0.5], [0.9, 0.6]]).reshape(1, 3, 1, 2)
-    image = torch.ones(1, 1, 1, 2)
-    assert ensemble_labels(tversky, baseline, image).flatten().tolist() == [2, 0]
+    scores = multiplicative_scores(tversky, baseline, torch.ones(1, 1, 1, 2))
+    expected = torch.tensor([[1 - 0.729, 1 - 0.252], [0.05, 0.15], [0.729, 0.252]]).reshape(1, 3, 1, 2)
+    assert torch.allclose(scores, expected, atol=1e-6)
+
+
+def test_batch_dice_pools_the_batch_so_a_patch_without_the_class_rewards_nothing():
+    # Item 1 has foreground and the network finds half of it; item 2 has none and the network predicts none.
+    prob = [[0.5, 0.5, 0.01, 0.01], [0.01, 0.01, 0.01, 0.01]]
+    target = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])[:, None, None, :]
+    logits = torch.cat([_logits(p) for p in prob])
+    tp = 0.5 + 0.5
+    fp = 0.01 * 6
+    fn = 0.5 + 0.5
+    pooled = 1 - 2 * tp / (2 * tp + fp + fn)
+    per_item = ((1 - 2 * tp / (2 * tp + 0.02 + fn)) + (1 - 1e-5 / (0.04 + 1e-5))) / 2
+    batch = build_loss({**DEFAULTS["loss"], "name": "dice", "batch": True})
+    plain = build_loss({**DEFAULTS["loss"], "name": "dice"})
+    assert float(batch(logits, target)) == pytest.approx(pooled, abs=1e-4)
+    assert float(plain(logits, target)) == pytest.approx(per_item, abs=1e-4)

@@ -75,6 +75,9 @@ def add_model_arguments(parser):
     model.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                        help="onnx runs onnxruntime on CPU")
     model.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    model.add_argument("--ensemble", default="mean", metavar="RULE",
+                       help="how repeated --model outputs combine: mean (softmax), or multiplicative (seed 000: "
+                       "first model Tversky, second BCE baseline)")
     return model
 
 
@@ -163,6 +166,7 @@ def segment_with_progress(ct, args, params):
             device=args.device,
             backend=args.backend,
             tta=args.tta,
+            ensemble=args.ensemble,
             threshold_hu=effective_threshold_hu(ct, params),
             return_probabilities=getattr(args, "save_probabilities", None) is not None,
             progress=lambda fraction, message: bar.update(task, completed=fraction, description=message),

@@ -2,8 +2,9 @@
 
 HU window -> heart ROI (package component or anatomical heuristic) -> crop resampled in-plane to the model
 spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softmax over ensemble members and
-flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels >= threshold_hu only -> 3D connected
-components, each voted to one artery -> optional false-positive classifier -> label map on the CT grid.
+flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels
+>= threshold_hu only -> 3D connected candidates mostly called calcium labelled whole, one artery per lesion ->
+optional false-positive classifier -> label map on the CT grid.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..labels import ARTERY_BY_ID
 from ..models.networks import size_divisor
 from ..models.package import ModelPackage, load_package, resolve_device
 from ..volume import CTVolume
+from .ensemble import ENSEMBLE_RULES, multiplicative_scores
 from .roi import RegionOfInterest, bounds_from_mask, heart_roi_heuristic, whole_image
 
 BACKENDS = ("torch", "onnx")
@@ -37,6 +39,7 @@ CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
 MAX_BATCH = 32
 FP_DECISION_THRESHOLD = 0.5
+FILL_FRACTION = 0.5  # share of a candidate component the network must call calcium to label it whole
 
 Progress = Callable[[float, str], None]
 
@@ -105,10 +108,11 @@ def _shared_preprocessing(package: ModelPackage) -> tuple:
 
 
 class _Predictor:
-    """Mean softmax over ensemble members and (with TTA) flips, on padded inputs."""
+    """Softmax averaged over (with TTA) flips, then combined over ensemble members by `rule`, on padded inputs."""
 
-    def __init__(self, packages: list[ModelPackage], backend: str, tta: bool, device: torch.device):
+    def __init__(self, packages: list[ModelPackage], backend: str, tta: bool, device: torch.device, rule: str):
         self.device = device
+        self.rule = rule
         if backend == "onnx":
             from .onnx import runner_for
 
@@ -130,15 +134,20 @@ class _Predictor:
         for size, div in zip(reversed(spatial), reversed(self.divisor), strict=True):
             pad += [0, (-size) % div]
         padded = F.pad(x, pad) if any(pad) else x
-        total = None
-        for runner, flip in itertools.product(self.runners, self.flips):
-            inputs = torch.flip(padded, flip) if flip else padded
-            probs = torch.softmax(runner(inputs).float(), dim=1)
-            probs = torch.flip(probs, flip) if flip else probs
-            total = probs if total is None else total + probs
-        total = total / (len(self.runners) * len(self.flips))
+        members = []
+        for runner in self.runners:
+            total = 0.0
+            for flip in self.flips:
+                inputs = torch.flip(padded, flip) if flip else padded
+                probs = torch.softmax(runner(inputs).float(), dim=1)
+                total = total + (torch.flip(probs, flip) if flip else probs)
+            members.append(total / len(self.flips))
+        if self.rule == "multiplicative":
+            combined = multiplicative_scores(members[0], members[1], padded)
+        else:
+            combined = torch.stack(members).mean(dim=0)
         crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
-        return total[crop].to(source_device)
+        return combined[crop].to(source_device)
 
 
 def segment(
@@ -153,11 +162,14 @@ def segment(
     backend: str = "torch",
     roi: str = "auto",
     batch_size: int | None = None,
+    ensemble: str = "mean",
 ) -> Segmentation:
     """Segment calcium per artery. model: registry id, package folder, ModelPackage or a list (ensemble);
-    None = the registry default. backend "onnx" runs onnxruntime on CPU. Raises InputError, Cancelled."""
+    None = the registry default. ensemble: "mean" of the members' softmax, or seed 000's "multiplicative"
+    rule for two members (Tversky model first, BCE baseline second). backend "onnx" runs onnxruntime on CPU.
+    Raises InputError, Cancelled."""
     started = time.perf_counter()
-    _check_inputs(ct, threshold_hu, backend, roi, batch_size)
+    _check_inputs(ct, threshold_hu, backend, roi, batch_size, ensemble)
     report = _reporter(progress, cancel)
     resolved = resolve_device(device)
     if backend == "onnx":
@@ -166,6 +178,11 @@ def segment(
         resolved = torch.device("cpu")
     report(0.0, "loading model")
     packages = load_models(model, resolved)
+    if ensemble == "multiplicative" and len(packages) != 2:
+        raise InputError(
+            f"the multiplicative ensemble combines 2 models (Tversky, then BCE baseline), got {len(packages)}; "
+            "give two models or use the mean ensemble"
+        )
     timings = {"load_s": time.perf_counter() - started}
 
     tick = time.perf_counter()
@@ -177,7 +194,7 @@ def segment(
     crop_hu = ct.array[region.slices]
     if not np.isfinite(crop_hu).all():
         raise InputError("the CT contains NaN or infinite values; check the image file")
-    predictor = _Predictor(packages, backend, tta, resolved)
+    predictor = _Predictor(packages, backend, tta, resolved, ensemble)
     n_classes = len(packages[0].config["labels"])
     probabilities = None
     if return_probabilities:
@@ -195,8 +212,9 @@ def segment(
 
     tick = time.perf_counter()
     report(0.9, "calcium candidates")
-    labels_crop[crop_hu < threshold_hu] = 0
-    components = _vote_per_lesion(labels_crop)
+    candidates = crop_hu >= threshold_hu
+    labels_crop[~candidates] = 0
+    components = _vote_per_lesion(labels_crop, candidates)
     fp = packages[0].components.get("fp_classifier")
     if fp is not None:
         report(0.95, "false-positive removal")
@@ -227,7 +245,9 @@ def calcium_labels(probabilities: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.where(background < 0.5, artery, torch.zeros_like(artery))
 
 
-def _check_inputs(ct, threshold_hu, backend, roi, batch_size) -> None:
+def _check_inputs(ct, threshold_hu, backend, roi, batch_size, ensemble) -> None:
+    if ensemble not in ENSEMBLE_RULES:
+        raise InputError(f"ensemble rule {ensemble!r} is unknown; use one of {', '.join(ENSEMBLE_RULES)}")
     if not isinstance(ct, CTVolume):
         raise InputError("segment() needs a CTVolume; read the image with CACScoringLib.io.read_ct")
     if ct.array.ndim != 3 or min(ct.array.shape) < 1:
@@ -261,7 +281,7 @@ def _region_of_interest(ct, package, roi, backend, batch_size, report) -> Region
         return whole_image(ct)
     heart_model = package.components.get("heart_roi")
     if roi == "auto" and heart_model is not None:
-        predictor = _Predictor([heart_model], backend, False, package.device)
+        predictor = _Predictor([heart_model], backend, False, package.device, "mean")
         mask = np.zeros(ct.shape, bool)
         for zs, ze, probs in _predict_crop(
             heart_model.config, predictor, ct.array, ct.spacing, batch_size, report, (0.02, 0.1)
@@ -364,10 +384,25 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
     return int(max(1, min(MAX_BATCH, budget // max(1, per_item))))
 
 
-def _vote_per_lesion(labels: np.ndarray) -> np.ndarray:
-    """Give every 3D connected calcium component the artery most of its voxels got (lowest id on a tie);
-    returns the component map."""
-    components, count = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+def _vote_per_lesion(labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Whole lesions, as a reader's click labels them in scoring software. A 3D connected candidate component
+    (voxels >= threshold) mostly called calcium (FILL_FRACTION of its voxels) is labelled whole with its
+    majority artery (lowest id on a tie); one called only in part keeps just those voxels, each 3D connected
+    piece with its own majority artery, so a speck inside a rib or the aortic wall does not claim all of it.
+    Relabels `labels` in place; returns the component map of the labelled voxels."""
+    structure = np.ones((3, 3, 3), bool)
+    regions, n_regions = ndimage.label(candidates, structure=structure)
+    if n_regions:
+        called = np.bincount(regions[labels > 0], minlength=n_regions + 1)
+        size = np.bincount(regions.ravel(), minlength=n_regions + 1)
+        votes = np.zeros((n_regions + 1, len(ARTERY_BY_ID) + 1), np.int64)
+        np.add.at(votes, (regions[labels > 0], labels[labels > 0]), 1)
+        fill = called >= FILL_FRACTION * size
+        fill[0] = False
+        winner = votes[:, 1:].argmax(axis=1).astype(np.uint8) + 1
+        filled = fill[regions]
+        labels[filled] = winner[regions[filled]]
+    components, count = ndimage.label(labels > 0, structure=structure)
     if count == 0:
         return components
     mask = components > 0

@@ -1,1 +1,0 @@
-"""Pieces of the paper presets in configs/ that are more than configuration."""

@@ -3,7 +3,7 @@
 HU window -> heart ROI (package component or anatomical heuristic) -> crop resampled in-plane to the model
 spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softmax over ensemble members and
 flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels
->= threshold_hu only -> 3D connected candidates mostly called calcium labelled whole, one artery per lesion ->
+>= threshold_hu only -> each 3D connected candidate kept whole if mostly called calcium, one artery per lesion ->
 optional false-positive classifier -> label map on the CT grid.
 """
 
@@ -39,7 +39,7 @@ CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
 MAX_BATCH = 32
 FP_DECISION_THRESHOLD = 0.5
-FILL_FRACTION = 0.5  # share of a candidate component the network must call calcium to label it whole
+FILL_FRACTION = 0.5  # share of a candidate component the network must call calcium to keep it as a lesion
 
 Progress = Callable[[float, str], None]
 
@@ -385,32 +385,24 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
 
 
 def _vote_per_lesion(labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Whole lesions, as a reader's click labels them in scoring software. A 3D connected candidate component
-    (voxels >= threshold) mostly called calcium (FILL_FRACTION of its voxels) is labelled whole with its
-    majority artery (lowest id on a tie); one called only in part keeps just those voxels, each 3D connected
-    piece with its own majority artery, so a speck inside a rib or the aortic wall does not claim all of it.
-    Relabels `labels` in place; returns the component map of the labelled voxels."""
+    """Whole lesions, decided by majority. Each 3D connected candidate component (voxels >= threshold) that the
+    network called calcium for at least FILL_FRACTION of its voxels is labelled whole, as a reader's click
+    labels it in scoring software, with its majority artery (lowest id on a tie); any other candidate is
+    dropped, so specks called inside a rib or the aortic wall do not become lesions.
+    Relabels `labels` in place; returns the component map of the labelled lesions."""
     structure = np.ones((3, 3, 3), bool)
-    regions, n_regions = ndimage.label(candidates, structure=structure)
-    if n_regions:
-        called = np.bincount(regions[labels > 0], minlength=n_regions + 1)
-        size = np.bincount(regions.ravel(), minlength=n_regions + 1)
-        votes = np.zeros((n_regions + 1, len(ARTERY_BY_ID) + 1), np.int64)
-        np.add.at(votes, (regions[labels > 0], labels[labels > 0]), 1)
-        fill = called >= FILL_FRACTION * size
-        fill[0] = False
-        winner = votes[:, 1:].argmax(axis=1).astype(np.uint8) + 1
-        filled = fill[regions]
-        labels[filled] = winner[regions[filled]]
-    components, count = ndimage.label(labels > 0, structure=structure)
+    components, count = ndimage.label(candidates, structure=structure)
     if count == 0:
         return components
-    mask = components > 0
+    called = labels > 0
     votes = np.zeros((count + 1, len(ARTERY_BY_ID) + 1), np.int64)
-    np.add.at(votes, (components[mask], labels[mask]), 1)
-    winner = votes[:, 1:].argmax(axis=1).astype(np.uint8) + 1
-    labels[mask] = winner[components[mask]]
-    return components
+    np.add.at(votes, (components[called], labels[called]), 1)
+    size = np.bincount(components.ravel(), minlength=count + 1)
+    kept = votes[:, 1:].sum(axis=1) >= FILL_FRACTION * size
+    kept[0] = False
+    winner = np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8)
+    labels[...] = winner[components]
+    return ndimage.label(labels > 0, structure=structure)[0]
 
 
 def _remove_false_positives(

@@ -5,7 +5,14 @@ import pytest
 
 from CACScoringLib.errors import InputError
 from CACScoringLib.training.config import load_config
-from CACScoringLib.training.data import Case, patient_split, resample_case, slice_items, train_transforms
+from CACScoringLib.training.data import (
+    SAMPLING_KEY,
+    Case,
+    patient_split,
+    resample_case,
+    slice_items,
+    train_transforms,
+)
 
 PATIENTS = [f"p{i}" for i in range(10)]
 
@@ -66,6 +73,27 @@ def test_positive_crops_contain_calcium():
         assert tuple(crop["image"].shape) == (1, 8, 8)
         assert (crop["label"] > 0).any()
         assert float(crop["image"].max()) <= 1.0 + 0.1  # HU windowed to [0, 1] (plus intensity shift/noise)
+
+
+def test_hard_negative_crops_centre_on_lookalikes():
+    case = _case(calcium_slices=(1,))
+    case.image[1, 30:33, 30:33] = 1000.0  # aortic calcium: not coronary, label 0
+    case.lookalikes = np.zeros_like(case.labels)
+    case.lookalikes[1, 30:33, 30:33] = 1
+    overrides = ["data.source=phantom", "data.patch_size=[8, 8]", "data.samples_per_image=40", "augment.rotate_prob=0"]
+    overrides += ["augment.shift_prob=0", "augment.noise_prob=0", "augment.smooth_prob=0"]
+    config = load_config(None, [*overrides, "data.pos_fraction=0.25", "data.hard_negative_fraction=0.5"])
+    transforms = train_transforms(config, spatial_dims=2)
+    transforms.set_random_state(seed=0)
+    [item] = [i for i in slice_items([case], 0.0, np.random.default_rng(0), hard_negatives=True) if i["slice"] == 1]
+    crops = transforms(item)
+    assert all(SAMPLING_KEY not in crop for crop in crops)
+    on_lookalike = sum(float(crop["image"].max()) == pytest.approx(0.8) for crop in crops)  # 1000 HU in [-200, 1300]
+    on_calcium = sum(bool((crop["label"] > 0).any()) for crop in crops)
+    # 8 x 8 crops of a 40 x 40 slice: random centres rarely reach either 3 x 3 or 10 x 10 target.
+    assert 14 <= on_lookalike <= 30 and 6 <= on_calcium <= 22
+    with pytest.raises(InputError, match="at most 1 - pos_fraction"):
+        train_transforms(load_config(None, [*overrides, "data.pos_fraction=0.6", "data.hard_negative_fraction=0.5"]), 2)
 
 
 def test_patch_size_must_match_the_dimensions():

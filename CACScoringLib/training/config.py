@@ -42,6 +42,7 @@ DEFAULTS: dict = {
         "samples_per_image": 2,
         "sampling": "posneg",  # posneg (RandCropByPosNegLabel) | classes (RandCropByLabelClasses)
         "pos_fraction": 0.5,  # posneg: share of crops centred on calcium
+        "hard_negative_fraction": 0.0,  # posneg: share centred on known look-alikes (phantoms: aortic calcium)
         "class_ratios": None,  # classes: one weight per label id 0..4 (None: equal)
         "negative_slice_ratio": 1.0,  # 2D: calcium-free slices drawn per calcium slice each epoch
         "num_workers": 0,

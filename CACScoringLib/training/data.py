@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from monai.transforms import (
     Compose,
+    DeleteItemsd,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -30,6 +31,7 @@ from ..errors import InputError
 from ..labels import MAX_LABEL
 
 NUM_CLASSES = MAX_LABEL + 1  # background + arteries
+SAMPLING_KEY = "sampling"  # item key of the crop-centre classes (hard-negative sampling only)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Case:
     spacing: tuple[float, float, float]  # (x, y, z) mm
     reference_scores: dict = field(default_factory=dict)
     heart_mask: np.ndarray | None = None  # (z, y, x) uint8 0/1, only for heart ROI training
+    lookalikes: np.ndarray | None = None  # (z, y, x) uint8 0/1: calcium that is not coronary, for hard negatives
 
 
 def manifest_cases(path) -> list[Case]:
@@ -99,6 +102,7 @@ def phantom_cases(seeds: range, shape, options: dict, with_heart: bool = False) 
                 spacing=tuple(phantom.ct.spacing),
                 reference_scores={key: {"agatston": float(v.agatston)} for key, v in phantom.scores.arteries.items()},
                 heart_mask=phantom_heart_mask(phantom) if with_heart else None,
+                lookalikes=phantom.aortic_calcium_mask.astype(np.uint8),
             )
         )
     return cases
@@ -122,7 +126,8 @@ def resample_case(case: Case, inplane_mm: float | None, slice_mm: float | None) 
     image = resample(case.image, sitk.sitkLinear, sitk.sitkFloat32)
     labels = None if case.labels is None else resample(case.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
     heart = None if case.heart_mask is None else resample(case.heart_mask, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
-    return replace(case, image=image, labels=labels, spacing=tuple(target), heart_mask=heart)
+    lookalikes = None if case.lookalikes is None else resample(case.lookalikes, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    return replace(case, image=image, labels=labels, spacing=tuple(target), heart_mask=heart, lookalikes=lookalikes)
 
 
 def patient_split(patient_ids: list[str], folds: int, fold: int, seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -213,7 +218,24 @@ def train_transforms(config: dict, spatial_dims: int, num_classes: int = NUM_CLA
     if len(patch) != spatial_dims:
         raise InputError(f"data.patch_size {patch} needs {spatial_dims} values for a {spatial_dims}D model")
     keys = ["image", "label"]
-    if data["sampling"] == "classes":
+    hard = float(data["hard_negative_fraction"])
+    pos = float(data["pos_fraction"])
+    if hard and (data["sampling"] != "posneg" or not 0.0 < hard <= 1.0 - pos):
+        raise InputError(
+            f"data.hard_negative_fraction={hard} needs data.sampling=posneg and at most 1 - pos_fraction ({1.0 - pos:g})"
+        )
+    if hard:
+        # Centres on calcium (1), on look-alikes (2) or anywhere else (0); a class a slice lacks gets no crops.
+        crop = RandCropByLabelClassesd(
+            keys=keys,
+            label_key=SAMPLING_KEY,
+            spatial_size=patch,
+            ratios=[1.0 - pos - hard, pos, hard],
+            num_classes=3,
+            num_samples=int(data["samples_per_image"]),
+            warn=False,
+        )
+    elif data["sampling"] == "classes":
         crop = RandCropByLabelClassesd(
             keys=keys,
             label_key="label",
@@ -224,7 +246,6 @@ def train_transforms(config: dict, spatial_dims: int, num_classes: int = NUM_CLA
             warn=False,
         )
     else:
-        pos = float(data["pos_fraction"])
         crop = RandCropByPosNegLabeld(
             keys=keys, label_key="label", spatial_size=patch, pos=pos, neg=1.0 - pos, num_samples=int(data["samples_per_image"])
         )
@@ -234,8 +255,9 @@ def train_transforms(config: dict, spatial_dims: int, num_classes: int = NUM_CLA
     return Compose(
         [
             ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
-            SpatialPadd(keys=keys, spatial_size=patch),
+            SpatialPadd(keys=keys + ([SAMPLING_KEY] if hard else []), spatial_size=patch),
             crop,
+            *([DeleteItemsd(keys=SAMPLING_KEY)] if hard else []),
             *[RandFlipd(keys=keys, prob=float(aug["flip_prob"]), spatial_axis=axis) for axis in in_plane],
             RandRotated(keys=keys, range_x=radians, prob=float(aug["rotate_prob"]), mode=("bilinear", "nearest")),
             RandShiftIntensityd(keys="image", offsets=float(aug["shift_offset"]), prob=float(aug["shift_prob"])),
@@ -245,18 +267,34 @@ def train_transforms(config: dict, spatial_dims: int, num_classes: int = NUM_CLA
     )
 
 
-def slice_items(cases: list[Case], negative_ratio: float, rng: np.random.Generator) -> list[dict]:
-    """2D items for one epoch: every slice with calcium plus `negative_ratio` times as many calcium-free slices."""
+def sampling_map(case: Case) -> np.ndarray:
+    """Crop-centre classes for hard-negative sampling: 1 calcium, 2 look-alike, 0 anything else."""
+    classes = (case.labels > 0).astype(np.uint8)
+    if case.lookalikes is not None:
+        classes[(case.lookalikes > 0) & (classes == 0)] = 2
+    return classes
+
+
+def slice_items(cases: list[Case], negative_ratio: float, rng: np.random.Generator, hard_negatives: bool = False) -> list[dict]:
+    """2D items for one epoch: every slice with calcium plus `negative_ratio` times as many calcium-free slices;
+    with `hard_negatives` each item also carries its sampling map."""
     positives, negatives = [], []
     for case in cases:
         has_calcium = case.labels.reshape(case.labels.shape[0], -1).any(axis=1)
+        classes = sampling_map(case) if hard_negatives else None
         for z in range(case.image.shape[0]):
             item = {"image": case.image[z][None], "label": case.labels[z][None], "case": case.id, "slice": z}
+            if classes is not None:
+                item[SAMPLING_KEY] = classes[z][None]
             (positives if has_calcium[z] else negatives).append(item)
     n_negative = min(len(negatives), round(negative_ratio * max(len(positives), 1)))
     chosen = rng.choice(len(negatives), size=n_negative, replace=False) if n_negative else []
     return positives + [negatives[i] for i in sorted(chosen)]
 
 
-def volume_items(cases: list[Case]) -> list[dict]:
-    return [{"image": c.image[None], "label": c.labels[None], "case": c.id} for c in cases]
+def volume_items(cases: list[Case], hard_negatives: bool = False) -> list[dict]:
+    items = [{"image": c.image[None], "label": c.labels[None], "case": c.id} for c in cases]
+    if hard_negatives:
+        for item, case in zip(items, cases, strict=True):
+            item[SAMPLING_KEY] = sampling_map(case)[None]
+    return items

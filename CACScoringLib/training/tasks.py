@@ -71,9 +71,11 @@ class SegmentationTask:
         return build_network(self.model_config)
 
     def epoch_items(self, rng: np.random.Generator) -> list[dict]:
+        data = self.config["data"]
+        hard = float(data["hard_negative_fraction"]) > 0
         if self.spatial_dims == 2:
-            return slice_items(self.train_cases, float(self.config["data"]["negative_slice_ratio"]), rng)
-        return volume_items(self.train_cases)
+            return slice_items(self.train_cases, float(data["negative_slice_ratio"]), rng, hard)
+        return volume_items(self.train_cases, hard)
 
     @staticmethod
     def batch(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

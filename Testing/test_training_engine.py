@@ -62,7 +62,7 @@ def write_config(folder: Path, manifest: Path, **changes) -> Path:
     config["data"]["manifest"] = str(manifest)
     config["output_dir"] = str(folder / "run")
     for key, value in changes.items():
-        config[key].update(value)
+        config.setdefault(key, {}).update(value)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "train.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -117,6 +117,19 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, manifest):
     assert full.history[2]["train_loss"] < full.history[0]["train_loss"]  # it learns
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key])
+
+
+def test_resume_with_more_epochs_continues_the_poly_decay_to_the_new_end(tmp_path, manifest):
+    config = load_config(write_config(tmp_path, manifest, scheduler={"name": "poly", "power": 0.9}))
+    config["export"]["package"] = False
+    config["train"]["epochs"] = 2
+    first = train(config)
+    lr = float(config["optim"]["lr"])
+    assert [row["lr"] for row in first.history] == pytest.approx([lr, lr * 0.5**0.9])
+    config["train"]["epochs"] = 4
+    resumed = train(config, resume=True)
+    # Epoch 3 of 4 (index 2), not the 0 the finished 2-epoch schedule left in the optimizer.
+    assert [row["lr"] for row in resumed.history[2:]] == pytest.approx([lr * 0.5**0.9, lr * 0.25**0.9])
 
 
 def test_resume_without_a_checkpoint_is_an_input_error(tmp_path, manifest):

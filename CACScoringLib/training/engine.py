@@ -119,6 +119,11 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                # The optimizer state holds the lr of the old schedule (0 at the end of a finished poly run);
+                # this epoch's lr follows the schedule for the new epoch count.
+                for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+                    group["lr"] = base * factor(scheduler.last_epoch)
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_metric, best_epoch = int(state["epoch"]), float(state["best_metric"]), int(state["best_epoch"])
         stale, history = int(state["stale"]), list(state["history"])

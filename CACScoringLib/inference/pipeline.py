@@ -39,7 +39,7 @@ CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
 MAX_BATCH = 32
 FP_DECISION_THRESHOLD = 0.5
-FILL_FRACTION = 0.5  # share of a candidate component the network must call calcium to keep it as a lesion
+LESION_CALL_FRACTION = 0.5  # default share of a candidate's voxels called calcium to keep it; packages may set their own
 
 Progress = Callable[[float, str], None]
 
@@ -214,7 +214,8 @@ def segment(
     report(0.9, "calcium candidates")
     candidates = crop_hu >= threshold_hu
     labels_crop[~candidates] = 0
-    components = _vote_per_lesion(labels_crop, candidates)
+    fraction = float(packages[0].config.get("lesion_call_fraction", LESION_CALL_FRACTION))
+    components = vote_per_lesion(labels_crop, candidates, fraction)
     fp = packages[0].components.get("fp_classifier")
     if fp is not None:
         report(0.95, "false-positive removal")
@@ -384,9 +385,9 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
     return int(max(1, min(MAX_BATCH, budget // max(1, per_item))))
 
 
-def _vote_per_lesion(labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Whole lesions, decided by majority. Each 3D connected candidate component (voxels >= threshold) that the
-    network called calcium for at least FILL_FRACTION of its voxels is labelled whole, as a reader's click
+def vote_per_lesion(labels: np.ndarray, candidates: np.ndarray, fraction: float = LESION_CALL_FRACTION) -> np.ndarray:
+    """Whole lesions, decided by vote. Each 3D connected candidate component (voxels >= threshold) that the
+    network called calcium for at least `fraction` of its voxels is labelled whole, as a reader's click
     labels it in scoring software, with its majority artery (lowest id on a tie); any other candidate is
     dropped, so specks called inside a rib or the aortic wall do not become lesions.
     Relabels `labels` in place; returns the component map of the labelled lesions."""
@@ -398,7 +399,7 @@ def _vote_per_lesion(labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     votes = np.zeros((count + 1, len(ARTERY_BY_ID) + 1), np.int64)
     np.add.at(votes, (components[called], labels[called]), 1)
     size = np.bincount(components.ravel(), minlength=count + 1)
-    kept = votes[:, 1:].sum(axis=1) >= FILL_FRACTION * size
+    kept = votes[:, 1:].sum(axis=1) >= fraction * size
     kept[0] = False
     winner = np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8)
     labels[...] = winner[components]

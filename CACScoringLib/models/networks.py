@@ -108,6 +108,9 @@ def validate_config(config: dict) -> None:
     spacing = pre.get("inplane_spacing_mm")
     if spacing is not None and spacing <= 0:
         raise InputError(f"model config inplane_spacing_mm {spacing} must be positive or null")
+    fraction = config.get("lesion_call_fraction", 0.5)
+    if not isinstance(fraction, int | float) or not 0.0 < fraction <= 1.0:
+        raise InputError(f"model config lesion_call_fraction {fraction} must lie in (0, 1]; 0.5 is a majority vote")
 
 
 def network_spacing(config: dict) -> list[float]:

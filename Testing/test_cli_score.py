@@ -86,7 +86,7 @@ def test_options_change_the_convention(case, tmp_path):
         (["score", "{tmp}/missing.nii.gz", "--labels", "{labels}"], "does not exist"),
         (["score", "{image}", "--labels", "{tmp}/other.nii.gz"], "label"),
         (["score", "{image}", "--labels", "{labels}", "--slice-normalization", "thickness"], "thickness is unknown"),
-        (["score", "{image}"], "--labels"),
+        (["score", "{image}", "--ensemble", "median"], "ensemble rule 'median' is unknown"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, arguments, message):

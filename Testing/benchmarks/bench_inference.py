@@ -1,9 +1,9 @@
 """Benchmark (prints figures, not a test): read CT -> segment -> score on CPU with 2 threads.
 
-The network is the default 2D architecture (MONAI UNet 16-256 channels) with RANDOM weights: the timings are
-real, the segmentation is meaningless (no trained model ships yet). Compared on a synthetic 512x512x64 thorax:
-the ROI-cropped pipeline at 0.8 mm vs naive full-resolution slice-by-slice inference of the same network,
-PyTorch vs onnxruntime, and the peak memory (ru_maxrss of a child process) for 512x512x300.
+The network is the registry's default model (the shipped phantom-trained 2D UNet). Compared on a synthetic
+512x512x64 thorax: the ROI-cropped pipeline at the model's 0.8 mm vs naive full-resolution slice-by-slice
+inference of the same network on the whole image, PyTorch vs onnxruntime, and the peak memory (ru_maxrss of
+a child process) for 512x512x300.
 Targets (issue 3): <= 3 s end to end on 2 threads, <= 2 GB peak.
 Run: .venv/bin/python Testing/benchmarks/bench_inference.py
 """
@@ -25,9 +25,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from CACScoringLib.inference import segment  # noqa: E402
+from CACScoringLib.inference import load_models, segment  # noqa: E402
 from CACScoringLib.io import read_ct, write_image  # noqa: E402
-from CACScoringLib.models import ModelPackage, build_network, make_config  # noqa: E402
+from CACScoringLib.models import ModelPackage  # noqa: E402
 from CACScoringLib.scoring import ScoringParams, score_volume  # noqa: E402
 from CACScoringLib.volume import CTVolume  # noqa: E402
 
@@ -54,11 +54,8 @@ def synthetic_thorax(nz: int, seed: int = 0) -> CTVolume:
     return CTVolume(hu, (PIXEL_MM, PIXEL_MM, 3.0 if nz <= 64 else 0.5))
 
 
-def default_package(inplane_mm: float | None) -> ModelPackage:
-    torch.manual_seed(0)
-    config = make_config("UNet", 2, (256, 256), inplane_spacing_mm=inplane_mm)
-    network = build_network(config).eval()
-    return ModelPackage(Path("random-unet"), config, {"id": "random-weights-unet", "version": "0"}, network, torch.device("cpu"))
+def default_package() -> ModelPackage:
+    return load_models(None, torch.device("cpu"))[0]  # None: the registry default
 
 
 def end_to_end(path: Path, model, **kwargs) -> tuple[float, dict, int]:
@@ -76,18 +73,19 @@ def best_of(runs: int, *args, **kwargs):
 def child_peak_memory(path: Path) -> None:
     """Run in a subprocess: read + segment + score the 300-slice CT, print time and peak RSS as JSON."""
     torch.set_num_threads(THREADS)
-    seconds, timings, _ = end_to_end(path, default_package(0.8))
+    seconds, timings, _ = end_to_end(path, default_package())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "timings": timings, "peak_mb": peak_mb}))
 
 
 def main() -> None:
     torch.set_num_threads(THREADS)
-    print(f"CPU threads: {THREADS}; torch {torch.__version__}; random-weights default UNet (timings only)")
+    cropped = default_package()
+    n_params = sum(p.numel() for p in cropped.network.parameters())
+    print(f"CPU threads: {THREADS}; torch {torch.__version__}; model {cropped.id} {cropped.version} ({n_params:,} parameters)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ct64.nii"
         write_image(synthetic_thorax(64), path)
-        cropped = default_package(0.8)
         naive = copy.copy(cropped)
         naive.config = copy.deepcopy(cropped.config)
         naive.config["preprocessing"]["inplane_spacing_mm"] = None
@@ -95,13 +93,13 @@ def main() -> None:
 
         fast, fast_timings, _ = best_of(2, path, cropped)
         slow, slow_timings, _ = best_of(1, path, naive, roi="whole")
-        print(f"512x512x64 end to end, ROI crop + 0.8 mm (PyTorch):  {fast:6.2f} s  {_fmt(fast_timings)}")
+        print(f"512x512x64 end to end, ROI crop + model spacing (PyTorch): {fast:6.2f} s  {_fmt(fast_timings)}")
         print(f"512x512x64 end to end, naive full-res slice by slice: {slow:6.2f} s  {_fmt(slow_timings)}")
         print(f"speed-up of the ROI pipeline: {slow / fast:.1f}x")
 
         end_to_end(path, cropped, backend="onnx")  # exports once; later calls reuse the session
         onnx, onnx_timings, _ = best_of(2, path, cropped, backend="onnx")
-        print(f"512x512x64 end to end, ROI crop + 0.8 mm (onnxruntime): {onnx:6.2f} s  {_fmt(onnx_timings)}")
+        print(f"512x512x64 end to end, ROI crop + model spacing (onnxruntime): {onnx:6.2f} s  {_fmt(onnx_timings)}")
         print(f"onnxruntime vs PyTorch segmentation: {fast_timings['segmentation_s'] / onnx_timings['segmentation_s']:.2f}x")
 
         big = Path(tmp) / "ct300.nii"

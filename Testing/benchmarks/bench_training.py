@@ -1,7 +1,8 @@
-"""Training throughput on CPU (slices/s) for the 2D preset configs/unet2d_tversky.yaml on generated phantoms.
+"""Training throughput on CPU (slices/s) for a 2D config (default: the preset configs/unet2d_tversky.yaml) on generated phantoms.
 
 Times data loading + MONAI transforms + forward + backward + optimizer step, as the engine runs them.
-Run: .venv/bin/python Testing/benchmarks/bench_training.py [--threads 2] [--steps 10] [--batch-size 16]
+Run: .venv/bin/python Testing/benchmarks/bench_training.py [--config configs/default_phantom.yaml] [--threads 2]
+[--steps 10] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "unet2d_tversky.yaml"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -33,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Num foregrounds 0")  # blank slices are drawn on purpose
     config = load_config(
-        CONFIG,
+        args.config,
         [
             "data.source=phantom",
             "data.phantom={train_seeds: [0, 4], val_seeds: [100, 101], shape: [32, 320, 320]}",
@@ -62,7 +64,7 @@ def main() -> None:
                 break
     elapsed = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
-    print(f"config: {CONFIG.name} ({config['model']['network']} 2D, {params / 1e6:.1f} M parameters, patch {config['data']['patch_size']})")
+    print(f"config: {args.config.name} ({config['model']['network']} 2D, {params / 1e6:.1f} M parameters, patch {config['data']['patch_size']})")
     print(f"CPU threads: {args.threads}; batch {args.batch_size}; {args.steps} timed steps")
     print(f"training throughput: {slices / elapsed:.1f} slices/s ({elapsed / args.steps:.2f} s/step)")
 

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..labels import ARTERY_BY_ID
-from ..models.networks import size_divisor
+from ..models.networks import DEFAULT_LESION_CALL_FRACTION, size_divisor
 from ..models.package import ModelPackage, load_package, resolve_device
 from ..volume import CTVolume
 from .ensemble import ENSEMBLE_RULES, multiplicative_scores
@@ -39,7 +39,6 @@ CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
 MAX_BATCH = 32
 FP_DECISION_THRESHOLD = 0.5
-LESION_CALL_FRACTION = 0.5  # default share of a candidate's voxels called calcium to keep it; packages may set their own
 
 Progress = Callable[[float, str], None]
 
@@ -214,7 +213,7 @@ def segment(
     report(0.9, "calcium candidates")
     candidates = crop_hu >= threshold_hu
     labels_crop[~candidates] = 0
-    fraction = float(packages[0].config.get("lesion_call_fraction", LESION_CALL_FRACTION))
+    fraction = float(packages[0].config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION))
     components = vote_per_lesion(labels_crop, candidates, fraction)
     fp = packages[0].components.get("fp_classifier")
     if fp is not None:
@@ -385,14 +384,15 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
     return int(max(1, min(MAX_BATCH, budget // max(1, per_item))))
 
 
-def vote_per_lesion(labels: np.ndarray, candidates: np.ndarray, fraction: float = LESION_CALL_FRACTION) -> np.ndarray:
+def vote_per_lesion(
+    labels: np.ndarray, candidates: np.ndarray, fraction: float = DEFAULT_LESION_CALL_FRACTION
+) -> np.ndarray:
     """Whole lesions, decided by vote. Each 3D connected candidate component (voxels >= threshold) that the
     network called calcium for at least `fraction` of its voxels is labelled whole, as a reader's click
     labels it in scoring software, with its majority artery (lowest id on a tie); any other candidate is
     dropped, so specks called inside a rib or the aortic wall do not become lesions.
     Relabels `labels` in place; returns the component map of the labelled lesions."""
-    structure = np.ones((3, 3, 3), bool)
-    components, count = ndimage.label(candidates, structure=structure)
+    components, count = ndimage.label(candidates, structure=np.ones((3, 3, 3), bool))
     if count == 0:
         return components
     called = labels > 0
@@ -403,7 +403,8 @@ def vote_per_lesion(labels: np.ndarray, candidates: np.ndarray, fraction: float 
     kept[0] = False
     winner = np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8)
     labels[...] = winner[components]
-    return ndimage.label(labels > 0, structure=structure)[0]
+    # Kept candidates are the lesions: renumber them 1..n rather than labelling the crop a second time.
+    return (np.cumsum(kept) * kept)[components]
 
 
 def _remove_false_positives(

@@ -21,6 +21,7 @@ NETWORK_NAMES = ("UNet", "DynUNet", "FlexibleUNet", "Classifier")
 TASKS = ("calcium", "heart_roi", "fp_classifier")
 # Default CT window: keeps fat/soft tissue contrast and calcium up to dense plaques.
 DEFAULT_HU_WINDOW = (-200.0, 1300.0)
+DEFAULT_LESION_CALL_FRACTION = 0.5  # share of a candidate lesion the network must call calcium to keep it
 # Default in-plane inference spacing (mm). Coarser than most cardiac CT (0.3-0.7 mm) for CPU speed;
 # 0.8 mm still gives a 1 mm² lesion >1 pixel, and the final mask is thresholded at native resolution.
 DEFAULT_INPLANE_SPACING_MM = 0.8
@@ -108,7 +109,7 @@ def validate_config(config: dict) -> None:
     spacing = pre.get("inplane_spacing_mm")
     if spacing is not None and spacing <= 0:
         raise InputError(f"model config inplane_spacing_mm {spacing} must be positive or null")
-    fraction = config.get("lesion_call_fraction", 0.5)
+    fraction = config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION)
     if not isinstance(fraction, int | float) or not 0.0 < fraction <= 1.0:
         raise InputError(f"model config lesion_call_fraction {fraction} must lie in (0, 1]; 0.5 is a majority vote")
 

@@ -300,6 +300,18 @@ def test_candidates_are_kept_whole_or_dropped_by_majority():
         validate_config(lenient.config)  # as load_package checks a package's config
 
 
+
+def test_candidates_cut_by_the_roi_edge_are_judged_whole():
+    ct = thorax()
+    (_, _), (y0, y1), (x0, x1) = heart_roi_heuristic(ct).bounds
+    # Outside the ROI the network sees nothing, so a candidate's voxels there count as not called.
+    ct.array[8, y0 + 5, x1 - 3 : x1 + 9] = 300.0  # a rib end: 3 of its 12 voxels inside the ROI, 25% called
+    ct.array[8, y0 + 9, x1 - 8 : x1 + 2] = 300.0  # a plaque on the edge: 8 of 10 inside, 80% called
+    seg = segment(ct, package(NearestCentre()), device="cpu")
+    assert seg.roi.bounds[1:] == ((y0, y1), (x0, x1))
+    assert not seg.labels[8, y0 + 5].any()  # not a 3-voxel lesion cut off at the crop's edge
+    assert (seg.labels[8, y0 + 9, x1 - 8 : x1 + 2] == LABEL_ID["LM"]).all()  # whole, past the edge too
+
 class CentreBrightness(nn.Module):
     """False-positive classifier stand-in: calcium when the patch centre is above 450 HU."""
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from CACScoringLib.evaluation.lesions import ALL_ARTERIES  # noqa: E402
 from CACScoringLib.evaluation.report import evaluate_case, summarize  # noqa: E402
 from CACScoringLib.inference import segment  # noqa: E402
-from CACScoringLib.inference.pipeline import calcium_labels, vote_per_lesion  # noqa: E402
+from CACScoringLib.inference.pipeline import calcium_labels, lesion_labels  # noqa: E402
 from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
@@ -48,20 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         phantom = make_thorax_phantom(seed=seed, compute_scores=False)
         seg = segment(phantom.ct, package, device="cpu", return_probabilities=True)
         crop = seg.roi.slices
-        raw = calcium_labels(torch.from_numpy(seg.probabilities[(slice(None), *crop)].astype(np.float32))).numpy()
-        phantoms.append((seed, phantom, crop, raw.astype(np.uint8)))
+        calls = np.zeros(phantom.ct.shape, np.uint8)
+        calls[crop] = calcium_labels(torch.from_numpy(seg.probabilities[(slice(None), *crop)].astype(np.float32))).numpy()
+        phantoms.append((seed, phantom, calls))
         print(f"segmented tuning phantom {seed}", flush=True)
 
     table = []
     for fraction in args.fractions:
         cases = []
-        for seed, phantom, crop, raw in phantoms:
-            labels_crop = raw.copy()
-            candidates = phantom.ct.array[crop] >= 130.0
-            labels_crop[~candidates] = 0
-            vote_per_lesion(labels_crop, candidates, fraction)
-            predicted = np.zeros(phantom.ct.shape, np.uint8)
-            predicted[crop] = labels_crop
+        for seed, phantom, calls in phantoms:
+            predicted, _ = lesion_labels(phantom.ct.array, calls, 130.0, fraction)
             cases.append(evaluate_case(f"phantom-{seed}", phantom.ct, phantom.labels, predicted))
         summary = summarize(cases, resamples=20)  # point estimates only; the CIs are not used here
         agatston = summary["agreement"]["agatston"]

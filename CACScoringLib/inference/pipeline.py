@@ -3,8 +3,8 @@
 HU window -> heart ROI (package component or anatomical heuristic) -> crop resampled in-plane to the model
 spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softmax over ensemble members and
 flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels
->= threshold_hu only -> each 3D connected candidate kept whole if mostly called calcium, one artery per lesion ->
-optional false-positive classifier -> label map on the CT grid.
+>= threshold_hu only -> each 3D connected candidate (found on the whole CT) kept whole if mostly called
+calcium, one artery per lesion -> optional false-positive classifier -> label map on the CT grid.
 """
 
 from __future__ import annotations
@@ -201,11 +201,12 @@ def segment(
     if return_probabilities:
         probabilities = np.zeros((n_classes, *ct.shape), np.float16)
         probabilities[0] = 1.0  # outside the ROI: background
-    labels_crop = np.zeros(crop_hu.shape, np.uint8)
+    calls = np.zeros(ct.shape, np.uint8)  # the network's per-voxel calls; none outside the ROI
+    calls_crop = calls[region.slices]
     for zs, ze, probs in _predict_crop(
         packages[0].config, predictor, crop_hu, ct.spacing, batch_size, report, (0.1, 0.9)
     ):
-        labels_crop[zs:ze] = calcium_labels(probs, dim=1).numpy().astype(np.uint8)
+        calls_crop[zs:ze] = calcium_labels(probs, dim=1).numpy().astype(np.uint8)
         if probabilities is not None:
             (z0, _), (y0, y1), (x0, x1) = region.bounds
             probabilities[:, z0 + zs : z0 + ze, y0:y1, x0:x1] = probs.permute(1, 0, 2, 3).numpy()
@@ -213,16 +214,12 @@ def segment(
 
     tick = time.perf_counter()
     report(0.9, "calcium candidates")
-    candidates = crop_hu >= threshold_hu
-    labels_crop[~candidates] = 0
     fraction = float(packages[0].config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION))
-    components = vote_per_lesion(labels_crop, candidates, fraction)
+    labels, lesions = lesion_labels(ct.array, calls, threshold_hu, fraction)
     fp = packages[0].components.get("fp_classifier")
     if fp is not None:
         report(0.95, "false-positive removal")
-        _remove_false_positives(fp, crop_hu, labels_crop, components, ct.spacing)
-    labels = np.zeros(ct.shape, np.uint8)
-    labels[region.slices] = labels_crop
+        _remove_false_positives(fp, ct.array, labels, lesions, ct.spacing)
     timings["postprocess_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
     report(1.0, "done")
@@ -387,6 +384,17 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
     return int(max(1, min(MAX_BATCH, budget // max(1, per_item))))
 
 
+def lesion_labels(
+    hu: np.ndarray, calls: np.ndarray, threshold_hu: float, fraction: float = DEFAULT_LESION_CALL_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label map and lesion map from the network's per-voxel calls on the whole CT grid (0 outside the ROI).
+    Candidates are found on the whole CT, not the ROI crop: a rib or the sternum cut by the crop's edge
+    would otherwise leave a small piece inside that looks like a plaque, judged by its few voxels alone."""
+    candidates = hu >= threshold_hu
+    labels = np.where(candidates, calls, 0).astype(np.uint8)
+    return labels, vote_per_lesion(labels, candidates, fraction)
+
+
 def vote_per_lesion(
     labels: np.ndarray, candidates: np.ndarray, fraction: float = DEFAULT_LESION_CALL_FRACTION
 ) -> np.ndarray:
@@ -407,7 +415,7 @@ def vote_per_lesion(
     winner = np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8)
     labels[...] = winner[components]
     # Kept candidates are the lesions: renumber them 1..n rather than labelling the crop a second time.
-    return (np.cumsum(kept) * kept)[components]
+    return (np.cumsum(kept) * kept).astype(np.int32)[components]
 
 
 def _remove_false_positives(

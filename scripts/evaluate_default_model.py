@@ -212,8 +212,9 @@ reference for training on real data (e.g. COCA, `configs/unet2d_tversky.yaml`).
 calcified plaques of 150-1000 HU peak, 0-5 aortic calcifications, noise 8-22 HU). Generator options for the
 training and validation phantoms: `{json.dumps(data["phantom"]["options"])}` (plaque counts per artery as
 [min, max]); the held-out phantoms use the generator defaults (plaques per artery
-`{json.dumps(DEFAULT_N_PLAQUES)}`, 20% of cases without coronary calcium). Labels are the phantom's truth: coronary plaque voxels >= 130 HU carry
-their artery; aortic calcium and bone stay background.
+`{json.dumps(DEFAULT_N_PLAQUES)}`, 20% of cases without coronary calcium). Labels are the phantom's truth, as a reader's click gives
+it: the whole 26-connected region >= 130 HU holding a coronary plaque carries its artery; aortic calcium and bone
+stay background.
 
 ## Architecture
 MONAI `{config["network"]["name"]}`, {config["spatial_dims"]}D, channels {kwargs.get("channels")}, strides

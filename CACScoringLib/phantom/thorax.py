@@ -14,8 +14,11 @@ RCA from the root round the right atrioventricular groove and down the posterior
 
 Calcifications are ellipsoids rendered with partial volume and the scanner blur, each scaled so that its
 noise-free peak equals a target HU; coronary plaques sit eccentrically on the vessel wall, aortic ones on
-the aortic wall. Labels: a coronary plaque's voxels that reach 130 HU carry its artery id; aortic calcium
-and bone (also >= 130 HU) stay 0, which is what a segmentation model has to learn.
+the aortic wall. Labels are what a reader's click in scoring software gives: the whole 26-connected region
+>= 130 HU that holds a plaque carries its artery id, including blurred rim and noise voxels joined to it
+(a region that also touches aortic calcium or bone, or holds plaques of two arteries, keeps the id on
+plaque voxels only). Aortic calcium and bone (also >= 130 HU) stay 0, which is what a segmentation model
+has to learn.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from ..labels import ARTERIES, LABEL_ID
 from ..scoring import ScoreResult, ScoringParams, score_volume
@@ -68,7 +72,7 @@ class Calcification:
 @dataclass
 class ThoraxPhantom:
     ct: CTVolume
-    labels: np.ndarray  # uint8 (z, y, x): coronary plaque voxels >= 130 HU carry their artery id
+    labels: np.ndarray  # uint8 (z, y, x): artery id on each coronary lesion (module docstring)
     scores: ScoreResult | None  # score_volume(ct, labels, ScoringParams()); None when not requested
     plaques: list[Calcification]
     aortic_calcifications: list[Calcification]
@@ -266,6 +270,20 @@ def _render_blob(
         return None
     material = float(background[np.argmax(field[support])] + contrast)
     return big_box, field, support, contrast, material
+
+
+def _lesion_labels(calcified: np.ndarray, plaque_artery: np.ndarray, other_calcium: np.ndarray) -> np.ndarray:
+    """Reference labels as a reader's click would make them (see the module docstring)."""
+    labels = np.where(calcified, plaque_artery, 0).astype(np.uint8)
+    regions, count = ndimage.label(calcified, structure=np.ones((3, 3, 3), bool))
+    on_plaque = labels > 0
+    votes = np.zeros((count + 1, len(ARTERIES) + 1), np.int64)
+    np.add.at(votes, (regions[on_plaque], labels[on_plaque]), 1)
+    touches_other = np.bincount(regions[calcified & other_calcium], minlength=count + 1) > 0
+    whole = ((votes[:, 1:] > 0).sum(axis=1) == 1) & ~touches_other
+    whole[0] = False
+    artery = np.where(whole, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8)[regions]
+    return np.where(artery > 0, artery, labels)
 
 
 def _measured(blobs, calcium_mask, image) -> list[Calcification]:
@@ -512,7 +530,7 @@ def make_thorax_phantom(
     render.add_noise(image, noise_hu, rng)
     np.rint(image, out=image)  # whole HU, as scanners store them (NIfTI and DICOM then agree exactly)
     calcified = image >= SCORING_THRESHOLD_HU
-    labels = np.where(calcified, support_artery, 0).astype(np.uint8)
+    labels = _lesion_labels(calcified, support_artery, aortic_support | bone)
     aortic_calcium_mask = calcified & aortic_support
 
     info = ScanInfo(
@@ -525,7 +543,7 @@ def make_thorax_phantom(
         source=f"phantom:thorax seed={seed}",
     )
     ct = CTVolume(array=image, spacing=grid.spacing, origin=grid.origin, info=info)
-    plaques = _measured(plaques, labels > 0, image)
+    plaques = _measured(plaques, calcified, image)
     aortic = _measured(aortic, aortic_calcium_mask, image)
     anatomy = {
         "body_semi_axes_mm": [float(body_a), float(body_b)],

@@ -31,7 +31,7 @@ from CACScoringLib.models import load_package  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
 
 TUNING_SEEDS = (2000, 2040)  # disjoint from training (0-119), validation (1000-1005) and held-out (5000-)
-FRACTIONS = (0.5, 0.45, 0.4, 0.35, 0.3)
+FRACTIONS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
 
 
 def main(argv: list[str] | None = None) -> int:

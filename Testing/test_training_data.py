@@ -75,6 +75,19 @@ def test_positive_crops_contain_calcium():
         assert float(crop["image"].max()) <= 1.0 + 0.1  # HU windowed to [0, 1] (plus intensity shift/noise)
 
 
+def test_artery_slice_repeats_list_rare_artery_slices_more_often():
+    case = _case(shape=(6, 40, 40), calcium_slices=(1, 3))  # LAD (2) on slices 1 and 3
+    case.labels[3, 30:32, 30:32] = 1  # slice 3 also holds LM
+    case.labels[4, 5:7, 5:7] = 4  # slice 4: RCA only
+    items = slice_items([case], 1.0, np.random.default_rng(0), artery_repeats={"LM": 3, "RCA": 2})
+    positives = [item["slice"] for item in items if item["label"].any()]
+    assert sorted(positives) == [1, 3, 3, 3, 4, 4]
+    assert len(items) - len(positives) == 3  # negatives drawn per listed calcium slice, capped at the 3 there are
+    for bad in ("{LX: 2}", "{LM: 0}", "{LM: 1.5}"):
+        with pytest.raises(InputError, match="artery_slice_repeats"):
+            load_config(None, ["data.source=phantom", f"data.artery_slice_repeats={bad}"])
+
+
 def test_hard_negative_crops_centre_on_lookalikes():
     case = _case(calcium_slices=(1,))
     case.image[1, 30:33, 30:33] = 1000.0  # aortic calcium: not coronary, label 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from ..labels import LABEL_ID
 
 DEFAULTS: dict = {
     # segmentation (per-artery calcium label maps), slice_classification (seed 003), vessel_regression
@@ -45,6 +46,7 @@ DEFAULTS: dict = {
         "hard_negative_fraction": 0.0,  # posneg: share centred on known look-alikes (phantoms: aortic calcium)
         "class_ratios": None,  # classes: one weight per label id 0..4 (None: equal)
         "negative_slice_ratio": 1.0,  # 2D: calcium-free slices drawn per calcium slice each epoch
+        "artery_slice_repeats": {},  # 2D: artery -> times a slice with its calcium appears per epoch (rare arteries)
         "num_workers": 0,
         "heart_masks": None,  # heart_roi from a manifest: folder of <case id>.nii.gz masks (0/1) on the case grids
         "candidate_threshold_hu": 130.0,  # fp_classifier: candidates are connected voxels at or above this
@@ -96,7 +98,7 @@ DEFAULTS: dict = {
     },
 }
 
-FREE_FORM = {"model.kwargs", "data.phantom.options"}
+FREE_FORM = {"model.kwargs", "data.phantom.options", "data.artery_slice_repeats"}
 
 CHOICES = {
     "task": ("segmentation", "slice_classification", "vessel_regression", "heart_roi", "fp_classifier"),
@@ -185,6 +187,12 @@ def _check_choices(config: dict) -> None:
         )
     if config["data"]["source"] == "manifest" and not config["data"]["manifest"]:
         raise InputError("data.source is manifest but data.manifest is not set; give data.manifest=PATH")
+    for artery, repeats in config["data"]["artery_slice_repeats"].items():
+        if artery not in LABEL_ID or not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+            raise InputError(
+                f"data.artery_slice_repeats {artery}: {repeats!r} is not an artery and a whole number >= 1; "
+                "write e.g. {LM: 3}"
+            )
     low, high = config["data"]["hu_window"]
     if not float(low) < float(high):
         raise InputError(f"data.hu_window {low}..{high} is empty; give [low, high] with low < high")

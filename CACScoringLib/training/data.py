@@ -28,7 +28,7 @@ from monai.transforms import (
 from sklearn.model_selection import KFold
 
 from ..errors import InputError
-from ..labels import MAX_LABEL
+from ..labels import LABEL_ID, MAX_LABEL
 
 NUM_CLASSES = MAX_LABEL + 1  # background + arteries
 SAMPLING_KEY = "sampling"  # item key of the crop-centre classes (hard-negative sampling only)
@@ -275,18 +275,32 @@ def sampling_map(case: Case) -> np.ndarray:
     return classes
 
 
-def slice_items(cases: list[Case], negative_ratio: float, rng: np.random.Generator, hard_negatives: bool = False) -> list[dict]:
+def slice_items(
+    cases: list[Case],
+    negative_ratio: float,
+    rng: np.random.Generator,
+    hard_negatives: bool = False,
+    artery_repeats: dict[str, int] | None = None,
+) -> list[dict]:
     """2D items for one epoch: every slice with calcium plus `negative_ratio` times as many calcium-free slices;
-    with `hard_negatives` each item also carries its sampling map."""
+    with `hard_negatives` each item also carries its sampling map. `artery_repeats` lists a slice holding an
+    artery's calcium that many times (the most of its arteries), so a rare artery gets more crops."""
+    repeats_by_id = np.ones(NUM_CLASSES, np.int64)
+    for artery, repeats in (artery_repeats or {}).items():
+        repeats_by_id[LABEL_ID[artery]] = int(repeats)
     positives, negatives = [], []
     for case in cases:
-        has_calcium = case.labels.reshape(case.labels.shape[0], -1).any(axis=1)
+        flat = case.labels.reshape(case.labels.shape[0], -1)
+        present = np.stack([np.zeros(len(flat), bool)] + [(flat == i).any(axis=1) for i in range(1, NUM_CLASSES)], axis=1)
         classes = sampling_map(case) if hard_negatives else None
         for z in range(case.image.shape[0]):
             item = {"image": case.image[z][None], "label": case.labels[z][None], "case": case.id, "slice": z}
             if classes is not None:
                 item[SAMPLING_KEY] = classes[z][None]
-            (positives if has_calcium[z] else negatives).append(item)
+            if present[z].any():
+                positives += [item] * int(repeats_by_id[present[z]].max())
+            else:
+                negatives.append(item)
     n_negative = min(len(negatives), round(negative_ratio * max(len(positives), 1)))
     chosen = rng.choice(len(negatives), size=n_negative, replace=False) if n_negative else []
     return positives + [negatives[i] for i in sorted(chosen)]

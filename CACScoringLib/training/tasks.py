@@ -74,7 +74,7 @@ class SegmentationTask:
         data = self.config["data"]
         hard = float(data["hard_negative_fraction"]) > 0
         if self.spatial_dims == 2:
-            return slice_items(self.train_cases, float(data["negative_slice_ratio"]), rng, hard)
+            return slice_items(self.train_cases, float(data["negative_slice_ratio"]), rng, hard, data["artery_slice_repeats"])
         return volume_items(self.train_cases, hard)
 
     @staticmethod

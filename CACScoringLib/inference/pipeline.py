@@ -215,8 +215,9 @@ def segment(
     tick = time.perf_counter()
     report(0.9, "calcium candidates")
     fraction = float(packages[0].config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION))
-    labels, lesions = lesion_labels(ct.array, calls, threshold_hu, fraction)
     fp = packages[0].components.get("fp_classifier")
+    labels, lesions = lesion_labels(ct.array, calls, threshold_hu, fraction, with_lesions=fp is not None)
+    del calls
     if fp is not None:
         report(0.95, "false-positive removal")
         _remove_false_positives(fp, ct.array, labels, lesions, ct.spacing)
@@ -385,37 +386,44 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
 
 
 def lesion_labels(
-    hu: np.ndarray, calls: np.ndarray, threshold_hu: float, fraction: float = DEFAULT_LESION_CALL_FRACTION
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label map and lesion map from the network's per-voxel calls on the whole CT grid (0 outside the ROI).
-    Candidates are found on the whole CT, not the ROI crop: a rib or the sternum cut by the crop's edge
-    would otherwise leave a small piece inside that looks like a plaque, judged by its few voxels alone."""
-    candidates = hu >= threshold_hu
-    labels = np.where(candidates, calls, 0).astype(np.uint8)
-    return labels, vote_per_lesion(labels, candidates, fraction)
-
-
-def vote_per_lesion(
-    labels: np.ndarray, candidates: np.ndarray, fraction: float = DEFAULT_LESION_CALL_FRACTION
-) -> np.ndarray:
-    """Whole lesions, decided by vote. Each 3D connected candidate component (voxels >= threshold) that the
-    network called calcium for at least `fraction` of its voxels is labelled whole, as a reader's click
-    labels it in scoring software, with its majority artery (lowest id on a tie); any other candidate is
-    dropped, so specks called inside a rib or the aortic wall do not become lesions.
-    Relabels `labels` in place; returns the component map of the labelled lesions."""
-    components, count = ndimage.label(candidates, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
-        return components
-    called = labels > 0
+    hu: np.ndarray,
+    calls: np.ndarray,
+    threshold_hu: float,
+    fraction: float = DEFAULT_LESION_CALL_FRACTION,
+    with_lesions: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Whole lesions, decided by vote, from the network's per-voxel calls on the CT grid (0 outside the ROI).
+    Each 3D connected candidate (voxels >= threshold_hu) that the network called calcium for at least
+    `fraction` of its voxels is labelled whole, as a reader's click labels it in scoring software, with its
+    majority artery (lowest id on a tie); any other candidate is dropped, so specks called inside a rib or the
+    aortic wall do not become lesions. Candidates are found on the whole CT, not the ROI crop: a rib or the
+    sternum cut by the crop's edge would otherwise leave a small piece inside, judged by its few voxels alone.
+    Returns the label map and, with `with_lesions`, a map numbering the labelled lesions 1..n."""
+    components, count = ndimage.label(hu >= threshold_hu, structure=np.ones((3, 3, 3), bool))
+    called = (calls > 0) & (components > 0)
     votes = np.zeros((count + 1, len(ARTERY_BY_ID) + 1), np.int64)
-    np.add.at(votes, (components[called], labels[called]), 1)
-    size = np.bincount(components.ravel(), minlength=count + 1)
+    np.add.at(votes, (components[called], calls[called]), 1)
+    del called
+    size = sum(np.bincount(slab.ravel(), minlength=count + 1) for slab in _slabs(components))
     kept = votes[:, 1:].sum(axis=1) >= fraction * size
     kept[0] = False
-    winner = np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8)
-    labels[...] = winner[components]
-    # Kept candidates are the lesions: renumber them 1..n rather than labelling the crop a second time.
-    return (np.cumsum(kept) * kept).astype(np.int32)[components]
+    labels = _look_up(np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8), components)
+    # Kept candidates are the lesions: renumber them rather than labelling a second time.
+    lesions = _look_up((np.cumsum(kept) * kept).astype(np.int32), components) if with_lesions else None
+    return labels, lesions
+
+
+def _slabs(volume: np.ndarray, depth: int = 16) -> Iterator[np.ndarray]:
+    """Views of a few slices at a time: numpy widens int32 label indices to int64 copies of what it is given,
+    which for a whole 512 x 512 x 300 volume would cost 630 MB."""
+    return (volume[z : z + depth] for z in range(0, volume.shape[0], depth))
+
+
+def _look_up(table: np.ndarray, components: np.ndarray) -> np.ndarray:
+    result = np.empty(components.shape, table.dtype)
+    for out, slab in zip(_slabs(result), _slabs(components), strict=True):
+        out[...] = table[slab]
+    return result
 
 
 def _remove_false_positives(

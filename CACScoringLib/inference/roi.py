@@ -61,7 +61,7 @@ def bounds_from_mask(mask: np.ndarray, steps: tuple[int, int, int], ct: CTVolume
 
 
 def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
-    """Filled convex hull of a 2D mask: pixels whose centre lies strictly inside the hull of its pixel corners
+    """Filled convex hull of a 2D mask: pixels whose centre lies strictly inside the hull of its pixel corners.
     The outer corners of each row's two end pixels span the same hull as every pixel, and the hull is filled
     row by row from its half-planes: a few hundred points instead of skimage's test of every pixel."""
     from scipy.spatial import ConvexHull, QhullError

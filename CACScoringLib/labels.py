@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .resources import load_json
 
 
@@ -47,3 +49,11 @@ TERMINOLOGY = load_json("labels.json")  # category/type codes for the Slicer ter
 def coca_roi_to_label() -> dict[str, int]:
     """COCA XML ROI name -> label id."""
     return {name: a.id for a in ARTERY_LABELS for name in a.coca_roi_names}
+
+
+def votes_per_region(regions: np.ndarray, count: int, labels: np.ndarray) -> np.ndarray:
+    """(count + 1, MAX_LABEL + 1) table: voxels of each label id > 0 in each of `count` labelled regions
+    (row 0: voxels outside every region; column 0 stays 0)."""
+    labelled = labels > 0
+    pairs = regions[labelled].astype(np.int64) * (MAX_LABEL + 1) + labels[labelled]
+    return np.bincount(pairs, minlength=(count + 1) * (MAX_LABEL + 1)).reshape(count + 1, MAX_LABEL + 1)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import InputError
-from ..labels import ARTERY_BY_ID
+from ..labels import ARTERY_BY_ID, votes_per_region
 from ..models.networks import DEFAULT_LESION_CALL_FRACTION, size_divisor
 from ..models.package import ModelPackage, load_package, resolve_device
 from ..volume import CTVolume
@@ -400,10 +400,7 @@ def lesion_labels(
     sternum cut by the crop's edge would otherwise leave a small piece inside, judged by its few voxels alone.
     Returns the label map and, with `with_lesions`, a map numbering the labelled lesions 1..n."""
     components, count = ndimage.label(hu >= threshold_hu, structure=np.ones((3, 3, 3), bool))
-    called = (calls > 0) & (components > 0)
-    votes = np.zeros((count + 1, len(ARTERY_BY_ID) + 1), np.int64)
-    np.add.at(votes, (components[called], calls[called]), 1)
-    del called
+    votes = votes_per_region(components, count, calls)
     size = sum(np.bincount(slab.ravel(), minlength=count + 1) for slab in _slabs(components))
     kept = votes[:, 1:].sum(axis=1) >= fraction * size
     kept[0] = False

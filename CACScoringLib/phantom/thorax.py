@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..labels import ARTERIES, LABEL_ID
+from ..labels import ARTERIES, LABEL_ID, votes_per_region
 from ..scoring import ScoreResult, ScoringParams, score_volume
 from ..volume import CTVolume, ScanInfo
 from . import render
@@ -276,9 +276,7 @@ def _lesion_labels(calcified: np.ndarray, plaque_artery: np.ndarray, other_calci
     """Reference labels as a reader's click would make them (see the module docstring)."""
     labels = np.where(calcified, plaque_artery, 0).astype(np.uint8)
     regions, count = ndimage.label(calcified, structure=np.ones((3, 3, 3), bool))
-    on_plaque = labels > 0
-    votes = np.zeros((count + 1, len(ARTERIES) + 1), np.int64)
-    np.add.at(votes, (regions[on_plaque], labels[on_plaque]), 1)
+    votes = votes_per_region(regions, count, labels)
     touches_other = np.bincount(regions[calcified & other_calcium], minlength=count + 1) > 0
     whole = ((votes[:, 1:] > 0).sum(axis=1) == 1) & ~touches_other
     whole[0] = False

@@ -291,14 +291,15 @@ def slice_items(
     positives, negatives = [], []
     for case in cases:
         flat = case.labels.reshape(case.labels.shape[0], -1)
-        present = np.stack([np.zeros(len(flat), bool)] + [(flat == i).any(axis=1) for i in range(1, NUM_CLASSES)], axis=1)
+        # Per slice: the most repeats among the arteries it holds; 0 for a slice without calcium.
+        copies = np.max([np.where((flat == i).any(axis=1), repeats_by_id[i], 0) for i in range(1, NUM_CLASSES)], axis=0)
         classes = sampling_map(case) if hard_negatives else None
         for z in range(case.image.shape[0]):
             item = {"image": case.image[z][None], "label": case.labels[z][None], "case": case.id, "slice": z}
             if classes is not None:
                 item[SAMPLING_KEY] = classes[z][None]
-            if present[z].any():
-                positives += [item] * int(repeats_by_id[present[z]].max())
+            if copies[z]:
+                positives += [item] * int(copies[z])
             else:
                 negatives.append(item)
     n_negative = min(len(negatives), round(negative_ratio * max(len(positives), 1)))

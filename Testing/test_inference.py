@@ -23,6 +23,8 @@ from CACScoringLib.inference import (
     segment,
     write_segmentation_outputs,
 )
+from CACScoringLib.inference.pipeline import _crop_with_context
+from CACScoringLib.inference.roi import RegionOfInterest
 from CACScoringLib.labels import LABEL_ID
 from CACScoringLib.models import (
     ModelPackage,
@@ -59,9 +61,11 @@ def nearest_centre_labels(hu, centres_hu=CENTRES_HU):
     return np.argmin(np.abs(clipped[None] - np.asarray(centres_hu)[:, None, None, None]), axis=0).astype(np.uint8)
 
 
-def package(network, dims=2, inplane=None, patch=None, name="ctl", components=None):
+def package(network, dims=2, inplane=None, patch=None, name="ctl", components=None, context=1):
     patch = patch or ((32, 32) if dims == 2 else (4, 32, 32))
-    config = make_config("UNet", dims, patch, hu_window=WINDOW, inplane_spacing_mm=inplane, strides=(1,))
+    config = make_config(
+        "UNet", dims, patch, hu_window=WINDOW, inplane_spacing_mm=inplane, context_slices=context, strides=(1,)
+    )
     return ModelPackage(Path(name), config, {"id": name, "version": "9"}, network.eval(), CPU, components or {})
 
 
@@ -185,6 +189,43 @@ def test_multiplicative_ensemble_is_tversky_times_baseline_squared_times_image()
         segment(ct, members[:1], roi="whole", device="cpu", ensemble="multiplicative")
     with pytest.raises(InputError, match="ensemble rule 'median' is unknown"):
         segment(ct, members, roi="whole", device="cpu", ensemble="median")
+
+
+class OneChannel(nn.Module):
+    """NearestCentre on one input channel: with 3 context slices, channel 0 is the slice below."""
+
+    def __init__(self, channel):
+        super().__init__()
+        self.channel = channel
+        self.nearest = NearestCentre()
+
+    def forward(self, x):
+        return self.nearest(x[:, self.channel : self.channel + 1])
+
+
+@pytest.mark.parametrize("channel, shift", [(0, -1), (1, 0), (2, 1)])
+def test_context_model_sees_the_neighbouring_slices_as_channels(channel, shift):
+    ct = thorax()
+    seg = segment(ct, package(OneChannel(channel), context=3), roi="whole", return_probabilities=True, device="cpu")
+    # Channel c of slice z shows slice z + c - 1, the end slice standing in beyond the CT.
+    shown = ct.array[np.clip(np.arange(ct.shape[0]) + shift, 0, ct.shape[0] - 1)]
+    np.testing.assert_array_equal(seg.probabilities.argmax(axis=0), nearest_centre_labels(shown))
+
+
+def test_context_beyond_the_roi_comes_from_the_ct():
+    hu = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 4, 4), np.float32)
+    region = RegionOfInterest(((1, 9), (0, 4), (0, 4)), "heuristic")
+    crop = _crop_with_context(hu, region, 5)
+    # Slices 1..8 with two context slices each side: slice 0 of the CT, then slice 0 repeated below it.
+    np.testing.assert_array_equal(crop[:, 0, 0], [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9])
+    np.testing.assert_array_equal(_crop_with_context(hu, region, 1), hu[1:9])
+
+
+def test_ensemble_members_must_share_their_context():
+    ct = thorax(nz=4, size=32)
+    members = [package(OneChannel(0), context=3, name="ctx"), package(NearestCentre(), name="plain")]
+    with pytest.raises(InputError, match="differ in dimensions or preprocessing"):
+        segment(ct, members, roi="whole", device="cpu")
 
 
 def test_3d_ensemble_mean_probabilities():

@@ -78,6 +78,18 @@ def test_build_network_gives_five_class_logits(name, dims, patch, kwargs):
     assert out.shape == (2, 1 + len(ARTERY_BY_ID), *patch)
 
 
+def test_context_model_takes_its_slices_as_input_channels():
+    config = make_config("UNet", 2, (32, 32), context_slices=3, channels=(4, 8), strides=(2,))
+    assert config["in_channels"] == 3
+    with torch.no_grad():
+        assert build_network(config).eval()(torch.rand(2, 3, 32, 32)).shape == (2, 5, 32, 32)
+    for channels, dims in ((2, 2), (3, 3), (0, 2)):
+        bad = make_config("UNet", dims, (32,) * dims)
+        bad["in_channels"] = channels
+        with pytest.raises(InputError, match="in_channels"):
+            validate_config(bad)
+
+
 def test_flexible_unet_never_downloads_pretrained_weights():
     config = make_config("FlexibleUNet", 2, (32, 32), pretrained=True)
     with pytest.raises(InputError, match="download"):

@@ -62,6 +62,20 @@ def test_slice_items_keep_every_calcium_slice_and_ratio_negatives():
     assert all(i["image"].shape == (1, 24, 24) for i in items)
 
 
+def test_context_slices_are_the_neighbours_with_the_ends_repeated():
+    case = _case(shape=(6, 24, 24), calcium_slices=(0, 3))
+    case.image[:] = np.arange(6, dtype=np.float32)[:, None, None]  # each slice holds its own index
+    items = slice_items([case], 0.0, np.random.default_rng(0), context_slices=5)
+    shown = {item["slice"]: item["image"][:, 0, 0].tolist() for item in items}
+    assert shown == {0: [0, 0, 0, 1, 2], 3: [1, 2, 3, 4, 5]}
+    assert all(item["label"].shape == (1, 24, 24) for item in items)
+    for bad in ("2", "0", "true"):
+        with pytest.raises(InputError, match="context_slices"):
+            load_config(None, ["data.source=phantom", f"model.context_slices={bad}"])
+    with pytest.raises(InputError, match="for 2D models"):
+        load_config(None, ["data.source=phantom", "model.spatial_dims=3", "model.context_slices=3"])
+
+
 def test_positive_crops_contain_calcium():
     config = load_config(None, ["data.source=phantom", "data.patch_size=[8, 8]", "data.pos_fraction=1.0", "data.samples_per_image=4"])
     transforms = train_transforms(config, spatial_dims=2)

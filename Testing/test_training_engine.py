@@ -145,6 +145,21 @@ def test_cli_rejects_unknown_keys_with_exit_code_2(tmp_path, manifest, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_context_model_trains_on_neighbouring_slices_and_segments(tmp_path, manifest):
+    from CACScoringLib.inference import segment
+    from CACScoringLib.models.package import load_package
+
+    config = write_config(tmp_path, manifest, model={"context_slices": 3}, train={"epochs": 1})
+    assert main(["train", str(config)]) == 0
+    package = load_package(tmp_path / "run" / "package")
+    assert package.config["in_channels"] == 3
+    first_conv = next(w for name, w in package.network.state_dict().items() if name.endswith("conv.weight"))
+    assert first_conv.shape[1] == 3
+    ct = read_ct(Path(manifest).parent / "images" / "p0.nii.gz")
+    result = segment(ct, model=package, device="cpu", roi="whole")
+    assert result.labels.shape == ct.shape and np.all(ct.array[result.labels > 0] >= 130)
+
+
 def test_training_on_generated_phantoms(tmp_path):
     from CACScoringLib.models.package import load_package
 

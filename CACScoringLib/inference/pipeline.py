@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..labels import ARTERY_BY_ID, votes_per_region
-from ..models.networks import DEFAULT_LESION_CALL_FRACTION, size_divisor
+from ..models.networks import DEFAULT_LESION_CALL_FRACTION, context_batch, size_divisor
 from ..models.package import ModelPackage, load_package, resolve_device
 from ..volume import CTVolume
 from .ensemble import ENSEMBLE_RULES, multiplicative_scores
@@ -103,7 +103,7 @@ def load_models(model, device: torch.device) -> list[ModelPackage]:
 def _shared_preprocessing(package: ModelPackage) -> tuple:
     pre = package.config["preprocessing"]
     patch = tuple(pre["patch_size"]) if package.spatial_dims == 3 else None
-    return tuple(pre["hu_window"]), pre.get("inplane_spacing_mm"), patch
+    return tuple(pre["hu_window"]), pre.get("inplane_spacing_mm"), patch, package.config.get("in_channels", 1)
 
 
 class _Predictor:
@@ -142,7 +142,8 @@ class _Predictor:
                 total = total + (torch.flip(probs, flip) if flip else probs)
             members.append(total / len(self.flips))
         if self.rule == "multiplicative":
-            combined = multiplicative_scores(members[0], members[1], padded)
+            centre = padded.shape[1] // 2  # the segmented slice among a context model's channels
+            combined = multiplicative_scores(members[0], members[1], padded[:, centre : centre + 1])
         elif len(members) == 1:
             combined = members[0]
         else:
@@ -192,7 +193,7 @@ def segment(
     timings["roi_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    crop_hu = ct.array[region.slices]
+    crop_hu = _crop_with_context(ct.array, region, int(packages[0].config.get("in_channels", 1)))
     if not np.isfinite(crop_hu).all():
         raise InputError("the CT contains NaN or infinite values; check the image file")
     predictor = _Predictor(packages, backend, tta, resolved, ensemble)
@@ -235,6 +236,16 @@ def segment(
         backend=backend,
         warnings=list(region.warnings),
     )
+
+
+def _crop_with_context(hu: np.ndarray, region: RegionOfInterest, context_slices: int) -> np.ndarray:
+    """The ROI crop, with context_slices // 2 slices more at each end for a 2D context model: the CT's own
+    slices beyond the ROI where it has them, the end slice repeated beyond the CT (models.networks.context_padded)."""
+    half = context_slices // 2
+    (z0, z1), (y0, y1), (x0, x1) = region.bounds
+    below, above = min(half, z0), min(half, hu.shape[0] - z1)
+    crop = hu[z0 - below : z1 + above, y0:y1, x0:x1]
+    return np.pad(crop, ((half - below, half - above), (0, 0), (0, 0)), mode="edge") if half else crop
 
 
 def calcium_labels(probabilities: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -307,10 +318,13 @@ def _predict_crop(
     report: Progress,
     span: tuple[float, float],
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield (z_start, z_end, probabilities (slices, C, y, x) float32 on the crop's native grid)."""
+    """Yield (z_start, z_end, probabilities (slices, C, y, x) float32 on the crop's native grid). For a 2D model
+    with k = in_channels > 1 context slices, `hu` holds k // 2 context slices more at each end (not yielded)."""
     pre = config["preprocessing"]
     lo, hi = pre["hu_window"]
+    context = int(config.get("in_channels", 1))
     nz, ny, nx = hu.shape
+    nz -= context - 1
     target = pre.get("inplane_spacing_mm")
     net_yx = (ny, nx)
     if target:
@@ -338,7 +352,7 @@ def _predict_crop(
         for zs in range(0, nz, batch):
             report(start + (stop - start) * zs / nz, f"segmenting slices {zs + 1}-{min(nz, zs + batch)} of {nz}")
             ze = min(nz, zs + batch)
-            x = resize_in_plane(window(hu[zs:ze])[:, None])
+            x = resize_in_plane(window(context_batch(hu, zs, ze, context)))
             yield zs, ze, to_native(predictor(x))
         return
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 from torch import nn
 
 from ..errors import InputError
@@ -47,12 +48,14 @@ def make_config(
     inplane_spacing_mm: float | None = DEFAULT_INPLANE_SPACING_MM,
     slice_spacing_mm: float | None = None,
     task: str = "calcium",
+    context_slices: int = 1,
     **network_kwargs,
 ) -> dict:
     """A complete, validated model config; `network_kwargs` go to the MONAI constructor.
 
     patch_size is in array order ((y, x) for 2D, (z, y, x) for 3D); slice_spacing_mm is the typical
-    slice increment of the training data (used by the DynUNet heuristic for 3D)."""
+    slice increment of the training data (used by the DynUNet heuristic for 3D). A 2D model with
+    `context_slices` k > 1 (odd) sees k consecutive slices as channels and segments the middle one."""
     if patch_size is None:
         patch_size = (256, 256) if spatial_dims == 2 else (32, 128, 128)
     labels = contract_labels() if task == "calcium" else TASK_LABELS.get(task)
@@ -61,7 +64,7 @@ def make_config(
         "task": task,
         "network": {"name": network, "kwargs": dict(network_kwargs)},
         "spatial_dims": int(spatial_dims),
-        "in_channels": 1,
+        "in_channels": int(context_slices),
         "labels": labels,
         "preprocessing": {
             "hu_window": [float(hu_window[0]), float(hu_window[1])],
@@ -98,6 +101,12 @@ def validate_config(config: dict) -> None:
         raise InputError(
             f"model labels {labels} differ from the label contract {expected}; retrain or export the model "
             "with the contract's labels (Resources/labels.json)"
+        )
+    channels = config.get("in_channels", 1)
+    if not isinstance(channels, int) or channels < 1 or (dims == 3 and channels != 1) or channels % 2 == 0:
+        raise InputError(
+            f"model config in_channels {channels!r} must be an odd number of slices around the segmented one "
+            "(2D) or 1 (3D)"
         )
     pre = config["preprocessing"]
     lo, hi = pre.get("hu_window", (None, None))
@@ -145,6 +154,18 @@ def dynunet_kernels_strides(
         sizes = [size / st for size, st in zip(sizes, stride, strict=True)]
         current = [sp * st for sp, st in zip(current, stride, strict=True)]
     return kernels, strides
+
+
+def context_padded(volume: np.ndarray, context_slices: int) -> np.ndarray:
+    """A (z, y, x) volume with its end slices repeated context_slices // 2 times beyond each end, so that
+    padded[z : z + context_slices] is slice z amid its neighbours, as a 2D context model's channels."""
+    half = context_slices // 2
+    return np.pad(volume, ((half, half), (0, 0), (0, 0)), mode="edge") if half else volume
+
+
+def context_batch(padded: np.ndarray, z_start: int, z_stop: int, context_slices: int) -> np.ndarray:
+    """(n, context_slices, y, x): slices z_start..z_stop-1 with their neighbours, from context_padded's volume."""
+    return np.stack([padded[z : z + context_slices] for z in range(z_start, z_stop)])
 
 
 def size_divisor(config: dict) -> list[int]:

@@ -27,6 +27,7 @@ DEFAULTS: dict = {
         "spatial_dims": 2,
         "inplane_spacing_mm": 0.8,  # cases are resampled to this before training, as inference does
         "slice_spacing_mm": None,  # 3D: resample slices too (None: keep)
+        "context_slices": 1,  # 2D: odd number of consecutive slices the network sees, segmenting the middle one
         "kwargs": {},  # MONAI constructor arguments; empty: the models module's defaults
     },
     "data": {
@@ -193,6 +194,11 @@ def _check_choices(config: dict) -> None:
                 f"data.artery_slice_repeats {artery}: {repeats!r} is not an artery and a whole number >= 1; "
                 "write e.g. {LM: 3}"
             )
+    context = config["model"]["context_slices"]
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1 or context % 2 == 0:
+        raise InputError(f"model.context_slices={context!r} must be an odd whole number (1, 3, 5, ...)")
+    if context > 1 and int(config["model"]["spatial_dims"]) != 2:
+        raise InputError("model.context_slices > 1 is for 2D models; a 3D model sees its neighbours already")
     low, high = config["data"]["hu_window"]
     if not float(low) < float(high):
         raise InputError(f"data.hu_window {low}..{high} is empty; give [low, high] with low < high")

@@ -29,6 +29,7 @@ from sklearn.model_selection import KFold
 
 from ..errors import InputError
 from ..labels import LABEL_ID, MAX_LABEL
+from ..models.networks import context_padded
 
 NUM_CLASSES = MAX_LABEL + 1  # background + arteries
 SAMPLING_KEY = "sampling"  # item key of the crop-centre classes (hard-negative sampling only)
@@ -281,10 +282,12 @@ def slice_items(
     rng: np.random.Generator,
     hard_negatives: bool = False,
     artery_repeats: dict[str, int] | None = None,
+    context_slices: int = 1,
 ) -> list[dict]:
     """2D items for one epoch: every slice with calcium plus `negative_ratio` times as many calcium-free slices;
     with `hard_negatives` each item also carries its sampling map. `artery_repeats` lists a slice holding an
-    artery's calcium that many times (the most of its arteries), so a rare artery gets more crops."""
+    artery's calcium that many times (the most of its arteries), so a rare artery gets more crops. Each image
+    holds `context_slices` channels: the slice amid its neighbours (models.networks.context_padded)."""
     repeats_by_id = np.ones(NUM_CLASSES, np.int64)
     for artery, repeats in (artery_repeats or {}).items():
         repeats_by_id[LABEL_ID[artery]] = int(repeats)
@@ -294,8 +297,9 @@ def slice_items(
         # Per slice: the most repeats among the arteries it holds; 0 for a slice without calcium.
         copies = np.max([np.where((flat == i).any(axis=1), repeats_by_id[i], 0) for i in range(1, NUM_CLASSES)], axis=0)
         classes = sampling_map(case) if hard_negatives else None
+        padded = context_padded(case.image, context_slices)
         for z in range(case.image.shape[0]):
-            item = {"image": case.image[z][None], "label": case.labels[z][None], "case": case.id, "slice": z}
+            item = {"image": padded[z : z + context_slices], "label": case.labels[z][None], "case": case.id, "slice": z}
             if classes is not None:
                 item[SAMPLING_KEY] = classes[z][None]
             if copies[z]:

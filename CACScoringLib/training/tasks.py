@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..labels import ARTERY_BY_ID
+from ..models.networks import context_batch, context_padded
 from .data import NUM_CLASSES, Case, slice_items, train_transforms, volume_items, window
 from .losses import build_loss
 
@@ -33,6 +34,7 @@ def segmentation_model_config(config: dict, task: str = "calcium") -> dict:
         inplane_spacing_mm=model["inplane_spacing_mm"],
         slice_spacing_mm=model["slice_spacing_mm"],
         task=task,
+        context_slices=int(model.get("context_slices", 1)),
         **model["kwargs"],
     )
     divisor = size_divisor(model_config)
@@ -74,7 +76,14 @@ class SegmentationTask:
         data = self.config["data"]
         hard = float(data["hard_negative_fraction"]) > 0
         if self.spatial_dims == 2:
-            return slice_items(self.train_cases, float(data["negative_slice_ratio"]), rng, hard, data["artery_slice_repeats"])
+            return slice_items(
+                self.train_cases,
+                float(data["negative_slice_ratio"]),
+                rng,
+                hard,
+                data["artery_slice_repeats"],
+                self.model_config["in_channels"],
+            )
         return volume_items(self.train_cases, hard)
 
     @staticmethod
@@ -89,10 +98,12 @@ class SegmentationTask:
             return sliding_window_inference(
                 image[None, None].to(device), self.patch, batch_size, model, overlap=0.25, mode="gaussian"
             )[0]
-        slices = [
-            sliding_window_inference(image[z : z + batch_size, None].to(device), self.patch, batch_size, model, mode="gaussian")
-            for z in range(0, image.shape[0], batch_size)
-        ]
+        context = self.model_config["in_channels"]
+        padded = context_padded(np.asarray(image), context)
+        slices = []
+        for z in range(0, image.shape[0], batch_size):
+            x = torch.from_numpy(context_batch(padded, z, min(z + batch_size, image.shape[0]), context)).to(device)
+            slices.append(sliding_window_inference(x, self.patch, batch_size, model, mode="gaussian"))
         return torch.cat(slices).movedim(0, 1)
 
     @staticmethod

@@ -221,6 +221,16 @@ def test_context_beyond_the_roi_comes_from_the_ct():
     np.testing.assert_array_equal(_crop_with_context(hu, region, 1), hu[1:9])
 
 
+def test_context_model_warns_when_slices_differ_from_training():
+    ct = thorax(nz=4, size=32)  # 3 mm slices
+    model = package(OneChannel(1), context=3)
+    model.config["preprocessing"]["slice_spacing_mm"] = 3.5
+    assert segment(ct, model, roi="whole", device="cpu").warnings == []  # within a quarter of 3.5 mm
+    model.config["preprocessing"]["slice_spacing_mm"] = 5.0
+    [warning] = segment(ct, model, roi="whole", device="cpu").warnings
+    assert "trained on 5 mm slices" in warning and "3 mm apart" in warning
+
+
 def test_ensemble_members_must_share_their_context():
     ct = thorax(nz=4, size=32)
     members = [package(OneChannel(0), context=3, name="ctx"), package(NearestCentre(), name="plain")]

@@ -153,6 +153,7 @@ def test_context_model_trains_on_neighbouring_slices_and_segments(tmp_path, mani
     assert main(["train", str(config)]) == 0
     package = load_package(tmp_path / "run" / "package")
     assert package.config["in_channels"] == 3
+    assert package.config["preprocessing"]["slice_spacing_mm"] == SPACING[2]  # what the context spans
     first_conv = next(w for name, w in package.network.state_dict().items() if name.endswith("conv.weight"))
     assert first_conv.shape[1] == 3
     ct = read_ct(Path(manifest).parent / "images" / "p0.nii.gz")

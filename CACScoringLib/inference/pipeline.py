@@ -193,7 +193,9 @@ def segment(
     timings["roi_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    crop_hu = _crop_with_context(ct.array, region, int(packages[0].config.get("in_channels", 1)))
+    context = int(packages[0].config.get("in_channels", 1))
+    warnings = list(region.warnings) + _context_spacing_warnings(packages[0].config, ct.spacing[2])
+    crop_hu = _crop_with_context(ct.array, region, context)
     if not np.isfinite(crop_hu).all():
         raise InputError("the CT contains NaN or infinite values; check the image file")
     predictor = _Predictor(packages, backend, tta, resolved, ensemble)
@@ -234,8 +236,18 @@ def segment(
         timings=timings,
         device=str(resolved),
         backend=backend,
-        warnings=list(region.warnings),
+        warnings=warnings,
     )
+
+
+def _context_spacing_warnings(config: dict, slice_spacing_mm: float) -> list[str]:
+    trained = config["preprocessing"].get("slice_spacing_mm")
+    if config.get("in_channels", 1) == 1 or not trained or abs(slice_spacing_mm - trained) <= 0.25 * trained:
+        return []
+    return [
+        f"the model sees {config['in_channels']} neighbouring slices and was trained on {trained:g} mm slices; this "
+        f"CT's slices are {slice_spacing_mm:g} mm apart, so its view of the neighbours differs from training"
+    ]
 
 
 def _crop_with_context(hu: np.ndarray, region: RegionOfInterest, context_slices: int) -> np.ndarray:

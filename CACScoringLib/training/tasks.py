@@ -56,6 +56,10 @@ class SegmentationTask:
         self.config = config
         self.model_config = segmentation_model_config(config, self.model_task)
         self.spatial_dims = self.model_config["spatial_dims"]
+        if self.spatial_dims == 2 and self.model_config["in_channels"] > 1:
+            # A context model learned neighbours this far apart; inference warns on CTs whose slices are not.
+            spacing = float(np.median([case.spacing[2] for case in train_cases]))
+            self.model_config["preprocessing"]["slice_spacing_mm"] = spacing
         for case in (*train_cases, *val_cases):
             if case.labels is None:
                 raise InputError(f"case {case.id} has no label map; segmentation training needs labels for every case")

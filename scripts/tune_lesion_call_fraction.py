@@ -1,6 +1,6 @@
 """Choose a model's lesion_call_fraction on tuning phantoms (never on the held-out evaluation phantoms).
 
-    python scripts/tune_lesion_call_fraction.py runs/default_phantom/package [--seeds 2000 2040]
+    python scripts/tune_lesion_call_fraction.py runs/default_phantom/package [--seeds 2000 2120]
 
 The pipeline keeps a candidate lesion (3D connected voxels >= 130 HU) when the network called at least this
 share of its voxels calcium. Each tuning phantom is segmented once; every fraction of the grid is then
@@ -30,8 +30,11 @@ from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
 
-TUNING_SEEDS = (2000, 2040)  # disjoint from training (0-119), validation (1000-1005) and held-out (5000-)
-FRACTIONS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
+# Disjoint from training (0-119), validation (1000-1005) and held-out (6000-) seeds. 120, not the 40 used
+# up to 1.0.0: on 40 phantoms one or two lesions swing the per-artery ICC, and the fraction they chose
+# (0.2 for 1.1.0) scored 0.83 on the 120 against 0.93 at 0.4.
+TUNING_SEEDS = (2000, 2120)
+FRACTIONS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

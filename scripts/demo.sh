@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, generate a synthetic thorax phantom (calcium in all four arteries, aortic calcium, bone), score it
 # with its reference labels, then let the shipped default model segment the same CT and score that.
-# Seed 5015 is a held-out phantom: the default model never saw it (trained on seeds 0-119).
+# Seed 5015: a phantom the default model was never trained, validated or tuned on (seeds 0-119, 1000-1005, 2000-2119).
 # Mass uses the phantom's HU model: 1 HU per mg HA/cm³ above water.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model: train it on phantoms (configs/default_phantom.yaml, two stages, about
-# 65 min on 2 CPU cores), choose its lesion_call_fraction on tuning phantoms, evaluate it on held-out phantoms
+# 35 min on 2 CPU cores), choose its lesion_call_fraction on tuning phantoms, evaluate it on held-out phantoms
 # and install it as Resources/models/cac-unet2d-phantom, the registry default. The shipped model misses some
 # targets (see its MODEL_CARD.md), hence --accept-unmet-targets. Extra arguments go to both `cacscoring train`
 # stages as overrides (e.g. train.device=cuda).

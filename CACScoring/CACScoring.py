@@ -366,8 +366,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showScores(self) -> None:
         core = self.logic.core
         self.ui.summaryLabel.text = core.summary()
-        warnings = list(core.ct.info.warnings) + list(core.result.warnings)
-        self.ui.warningsLabel.text = "\n".join(f"⚠ {w}" for w in warnings)
+        self.ui.warningsLabel.text = "\n".join(f"⚠ {w}" for w in core.warnings())
         self._updateButtons()
 
     def onRescoreTimer(self) -> None:

@@ -49,6 +49,32 @@ def test_process_segments_in_a_child_process_exactly_as_in_process(scene_logic, 
     assert not scene_logic.is_edited(node, volume_node)
 
 
+def test_segmentation_warnings_reach_the_reader_and_the_report(scene_logic, phantom_volume, tmp_path):
+    import json
+
+    import torch
+    from CACScoringSlicerLib.logic import SEGMENTATION_WARNINGS_ATTRIBUTE, ScoringOptions
+
+    from CACScoringLib.models import build_network, make_config, save_package
+
+    torch.manual_seed(0)
+    config = make_config("UNet", 2, (32, 32), context_slices=3, channels=(4, 8), strides=(2,), num_res_units=0)
+    config["preprocessing"]["slice_spacing_mm"] = 1.0  # the phantom's slices are 3 mm apart
+    model = save_package(tmp_path / "context", build_network(config), config, {"id": "context"})
+    _, volume_node = phantom_volume
+    seen = []
+    node, _ = scene_logic.process(volume_node, None, ScoringOptions(model=str(model), device="cpu"), seen.append)
+
+    # This small phantom also has no lungs in view: the heart ROI falls back to the whole image.
+    roi, context = seen[-1].warnings
+    assert roi.startswith("heart ROI: no lungs found")
+    assert "trained on 1 mm slices" in context and "3 mm apart" in context
+    assert node.GetAttribute(SEGMENTATION_WARNINGS_ATTRIBUTE) == f"{roi}\n{context}"  # saved with the scene
+    assert {roi, context} <= set(scene_logic.warnings())
+    exported = json.loads(scene_logic.export(tmp_path / "report", "case")["json"].read_text(encoding="utf-8"))
+    assert {roi, context} <= set(exported["warnings"])
+
+
 def test_cancel_stops_the_child_process(scene_logic, phantom_volume, tiny_model):
     from CACScoringSlicerLib.logic import ScoringOptions
 

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from CACScoringLib.volume import CTVolume
 
-from .inference_runner import CANCELLED_EXIT_CODE
+from .inference_runner import CANCELLED_EXIT_CODE, WARNING_PREFIX
 
 RUNNER = Path(__file__).with_name("inference_runner.py")
 PROGRESS_PREFIX = "PROGRESS "
@@ -47,6 +47,7 @@ class JobStatus:
     progress: float = 0.0  # 0..1
     message: str = ""
     log: list[str] = field(default_factory=list)  # lines since the previous poll
+    warnings: list[str] = field(default_factory=list)  # the segmentation's warnings (heart ROI, input), whole run
 
 
 class InferenceJob:
@@ -101,6 +102,8 @@ class InferenceJob:
                 self.status.progress, self.status.message = float(fraction), message
             else:
                 self.status.log.append(line)
+                if line.startswith(WARNING_PREFIX):
+                    self.status.warnings.append(line[len(WARNING_PREFIX) :])
                 if line.strip():
                     self._last_line = line.strip()
         if finished:

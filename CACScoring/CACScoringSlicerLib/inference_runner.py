@@ -1,7 +1,7 @@
 """Child process of InferenceJob: segment one CT NIfTI into a labels NIfTI with CACScoringLib.
 
-Prints `PROGRESS <fraction> <message>` lines for the parent; SIGTERM asks it to stop between steps
-(exit code 3); a user-fixable problem exits 2 with the message as the last line.
+Prints `PROGRESS <fraction> <message>` and `warning: <text>` lines for the parent; SIGTERM asks it to stop
+between steps (exit code 3); a user-fixable problem exits 2 with the message as the last line.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import threading
 
 CANCELLED_EXIT_CODE = 3
 INPUT_ERROR_EXIT_CODE = 2
+WARNING_PREFIX = "warning: "
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, flush=True)
         return INPUT_ERROR_EXIT_CODE
     for warning in result.warnings:
-        print(f"warning: {warning}", flush=True)
+        print(f"{WARNING_PREFIX}{warning}", flush=True)
     sitk.WriteImage(ct.to_sitk(result.labels), args.output)
     return 0
 

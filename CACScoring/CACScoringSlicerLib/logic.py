@@ -8,7 +8,7 @@ the labelmap, finds the slices that differ from the last scored labels and resco
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ from .terminology import terminology_tag
 
 MODULE_NAME = "CACScoring"
 INFERENCE_DIGEST_ATTRIBUTE = "CACScoring.InferenceLabelsDigest"
+# Saved with the scene: what the segmentation run warned about (heart ROI fallback, unexpected input).
+SEGMENTATION_WARNINGS_ATTRIBUTE = "CACScoring.SegmentationWarnings"
 SCORE_TABLE_COLUMNS = ("Artery", "3D lesions", "Agatston", "Volume (mm³)", "Mass (mg)")
 LESION_TABLE_COLUMNS = ("ID", "Artery", "Slices", "Agatston", "Volume (mm³)", "Peak HU")
 _SEGMENTATION_EVENTS = ("SourceRepresentationModified", "SegmentAdded", "SegmentRemoved", "SegmentModified")
@@ -221,6 +223,14 @@ class CACScoringSceneLogic:
     def result(self) -> ScoreResult | None:
         return self.scorer.result if self.scorer else None
 
+    def warnings(self) -> list[str]:
+        """What the reader should know about the scores: the CT's input warnings, the segmentation run's, the
+        scoring's."""
+        if self.result is None:
+            return []
+        from_segmentation = (self.segmentation_node.GetAttribute(SEGMENTATION_WARNINGS_ATTRIBUTE) or "").splitlines()
+        return list(self.ct.info.warnings) + from_segmentation + list(self.result.warnings)
+
     def rescore(self) -> ScoreResult:
         """Rescore the slices that changed since the last call (equal to a full recompute)."""
         if self.scorer is None:
@@ -352,7 +362,8 @@ class CACScoringSceneLogic:
             raise InputError("nothing to export: run Apply or select a segmentation first")
         folder = Path(folder)
         case_name = case_name or self.volume_node.GetName()
-        paths = report.write_report(folder, case_name, self.result, self.ct, self.scorer.labels)
+        result = replace(self.result, warnings=self.warnings())
+        paths = report.write_report(folder, case_name, result, self.ct, self.scorer.labels)
         paths["segmentation"] = self.save_segmentation(self.segmentation_node, folder / f"{case_name}.seg.nrrd")
         return paths
 
@@ -373,6 +384,7 @@ class CACScoringSceneLogic:
             raise InputError(f"segmentation has shape {labels.shape}, the CT {ct.shape}: rerun the segmentation")
         segmentation_node = self.apply_inference_labels(volume_node, labels, segmentation_node,
                                                         options.overwrite_edited)
+        segmentation_node.SetAttribute(SEGMENTATION_WARNINGS_ATTRIBUTE, "\n".join(job.status.warnings))
         self.start_live_scoring(volume_node, segmentation_node, options.scoring_params())
         return segmentation_node
 

@@ -1,5 +1,6 @@
 """End to end: `cacscoring train` on a tiny NIfTI dataset -> checkpoints, logs, package -> inference; resume."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,50 @@ def test_resume_without_a_checkpoint_is_an_input_error(tmp_path, manifest):
     config = load_config(write_config(tmp_path, manifest))
     with pytest.raises(InputError, match="no checkpoint"):
         train(config, resume=True)
+
+
+def test_init_from_starts_at_the_package_weights(tmp_path, manifest):
+    from CACScoringLib.models.package import load_package
+
+    assert main(["train", str(write_config(tmp_path / "base", manifest, train={"epochs": 1}))]) == 0
+    base = load_package(tmp_path / "base" / "run" / "package")
+    # With lr 0 nothing moves: the fine-tuned package is the base package, not a fresh initialisation.
+    tuned_config = write_config(
+        tmp_path / "tuned",
+        manifest,
+        train={"epochs": 1, "init_from": str(base.folder)},
+        optim={"lr": 0.0},
+        scheduler={"name": "none"},
+    )
+    assert main(["train", str(tuned_config)]) == 0
+    tuned = load_package(tmp_path / "tuned" / "run" / "package")
+    assert json.loads((tmp_path / "tuned" / "run" / "config.json").read_text())["train"]["init_from"] == str(base.folder)
+    for key, value in base.network.state_dict().items():
+        assert torch.equal(tuned.network.state_dict()[key], value)
+
+    fresh = load_config(write_config(tmp_path / "fresh", manifest, train={"epochs": 1}, optim={"lr": 0.0}))
+    fresh["export"]["package"] = False
+    fresh["seed"] = 1
+    weights = train(fresh).model.state_dict()
+    assert any(not torch.equal(weights[key].cpu(), value) for key, value in base.network.state_dict().items())
+
+
+def test_init_from_a_package_of_another_network_is_an_input_error(tmp_path, manifest):
+    assert main(["train", str(write_config(tmp_path / "base", manifest, train={"epochs": 1}))]) == 0
+    config = load_config(
+        write_config(
+            tmp_path / "tuned",
+            manifest,
+            model={"context_slices": 3},
+            train={"init_from": str(tmp_path / "base" / "run" / "package")},
+        )
+    )
+    with pytest.raises(InputError, match=r"train.init_from: .* has in_channels=1, this run 3"):
+        train(config)
+    config["model"]["context_slices"] = 1
+    config["data"]["hu_window"] = [-100.0, 1000.0]
+    with pytest.raises(InputError, match="trained with hu_window"):
+        train(config)
 
 
 def test_cli_rejects_unknown_keys_with_exit_code_2(tmp_path, manifest, capsys):

@@ -47,6 +47,7 @@ DEFAULTS: dict = {
         "hard_negative_fraction": 0.0,  # posneg: share centred on known look-alikes (phantoms: aortic calcium)
         "class_ratios": None,  # classes: one weight per label id 0..4 (None: equal)
         "negative_slice_ratio": 1.0,  # 2D: calcium-free slices drawn per calcium slice each epoch
+        "hard_negative_slices": False,  # 2D, with hard negatives: every calcium-free slice holding a look-alike is drawn
         "artery_slice_repeats": {},  # 2D: artery -> times a slice with its calcium appears per epoch (rare arteries)
         "num_workers": 0,
         "heart_masks": None,  # heart_roi from a manifest: folder of <case id>.nii.gz masks (0/1) on the case grids
@@ -89,6 +90,7 @@ DEFAULTS: dict = {
         "device": "auto",  # auto | cpu | cuda
         "progress": True,
         "max_steps_per_epoch": None,
+        "init_from": None,  # model package folder or registry id whose weights start the run (fine-tuning)
     },
     "export": {
         "package": True,
@@ -199,6 +201,11 @@ def _check_choices(config: dict) -> None:
         raise InputError(f"model.context_slices={context!r} must be an odd whole number (1, 3, 5, ...)")
     if context > 1 and int(config["model"]["spatial_dims"]) != 2:
         raise InputError("model.context_slices > 1 is for 2D models; a 3D model sees its neighbours already")
+    if not isinstance(config["data"]["hard_negative_slices"], bool):
+        raise InputError(f"data.hard_negative_slices={config['data']['hard_negative_slices']!r} must be true or false")
+    init_from = config["train"]["init_from"]
+    if init_from is not None and not isinstance(init_from, str):
+        raise InputError(f"train.init_from={init_from!r} must be a model package folder or a registry id")
     low, high = config["data"]["hu_window"]
     if not float(low) < float(high):
         raise InputError(f"data.hu_window {low}..{high} is empty; give [low, high] with low < high")

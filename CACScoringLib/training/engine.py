@@ -81,6 +81,29 @@ def _load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# What must match for a package's weights to mean the same thing in the new run's network.
+_INIT_KEYS = ("task", "network", "spatial_dims", "in_channels", "labels")
+
+
+def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | None) -> None:
+    """Start from a package's weights (checksums verified, safetensors): fine-tuning a shipped model."""
+    from ..models import load_package
+
+    if model_config is None:
+        raise InputError("train.init_from: this task exports no model package to start from; remove train.init_from")
+    package = load_package(package_ref, device="cpu")
+    for key in _INIT_KEYS:
+        if package.config.get(key) != model_config.get(key):
+            raise InputError(
+                f"train.init_from: {package.folder} has {key}={package.config.get(key)!r}, this run "
+                f"{model_config.get(key)!r}; use the package's model settings"
+            )
+    window = package.config["preprocessing"]["hu_window"]
+    if window != model_config["preprocessing"]["hu_window"]:
+        raise InputError(f"train.init_from: {package.folder} was trained with hu_window {window}; set data.hu_window to it")
+    model.load_state_dict(package.network.state_dict())
+
+
 def train(config: dict, resume: bool = False) -> TrainResult:
     """Train as `config` (from config.load_config) says; under torchrun each process calls this."""
     info = distributed.setup(config["train"]["device"])
@@ -105,7 +128,10 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
 
     train_cases, val_cases = load_cases(config)
     task = build_task(config, train_cases, val_cases)
-    model = task.build_model().to(info.device)
+    model = task.build_model()
+    if tcfg["init_from"] and not resume:
+        _init_from_package(model, tcfg["init_from"], getattr(task, "model_config", None))
+    model = model.to(info.device)
     loss_fn = task.build_loss()
     optimizer = build_optimizer(model.parameters(), config["optim"])
     scheduler = build_scheduler(optimizer, config["scheduler"], epochs)

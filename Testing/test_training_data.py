@@ -123,6 +123,21 @@ def test_hard_negative_crops_centre_on_lookalikes():
         train_transforms(load_config(None, [*overrides, "data.pos_fraction=0.6", "data.hard_negative_fraction=0.5"]), 2)
 
 
+def test_every_lookalike_slice_is_drawn_on_top_of_the_random_negatives():
+    case = _case(shape=(12, 24, 24), calcium_slices=(2, 5))
+    case.lookalikes = np.zeros_like(case.labels)
+    case.lookalikes[[5, 8, 9], 3:5, 3:5] = 1  # slice 5 also holds calcium: a positive, not a look-alike negative
+    for seed in range(5):
+        items = slice_items([case], 1.0, np.random.default_rng(seed), hard_negatives=True, every_lookalike_slice=True)
+        negatives = [i["slice"] for i in items if not i["label"].any()]
+        assert {8, 9} <= set(negatives) and len(negatives) == 2 + 2  # look-alikes plus 1.0 x 2 calcium slices
+        assert len(set(negatives)) == len(negatives)
+    without = [slice_items([case], 1.0, np.random.default_rng(s), hard_negatives=True) for s in range(20)]
+    assert any(not {8, 9} <= {i["slice"] for i in items} for items in without)  # a random draw can miss them
+    with pytest.raises(InputError, match="hard_negative_slices"):
+        load_config(None, ["data.source=phantom", "data.hard_negative_slices=2"])
+
+
 def test_patch_size_must_match_the_dimensions():
     config = load_config(None, ["data.source=phantom", "data.patch_size=[8, 8, 8]"])
     with pytest.raises(InputError, match="needs 2 values"):

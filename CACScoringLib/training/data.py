@@ -283,20 +283,27 @@ def slice_items(
     hard_negatives: bool = False,
     artery_repeats: dict[str, int] | None = None,
     context_slices: int = 1,
+    every_lookalike_slice: bool = False,
 ) -> list[dict]:
     """2D items for one epoch: every slice with calcium plus `negative_ratio` times as many calcium-free slices;
     with `hard_negatives` each item also carries its sampling map. `artery_repeats` lists a slice holding an
     artery's calcium that many times (the most of its arteries), so a rare artery gets more crops. Each image
-    holds `context_slices` channels: the slice amid its neighbours (models.networks.context_padded)."""
+    holds `context_slices` channels: the slice amid its neighbours (models.networks.context_padded).
+    `every_lookalike_slice` draws each calcium-free slice holding a look-alike (a case's lookalikes map) every
+    epoch, on top of the random calcium-free ones: a look-alike high on the aorta is on few slices, which a
+    random draw would often leave out."""
     repeats_by_id = np.ones(NUM_CLASSES, np.int64)
     for artery, repeats in (artery_repeats or {}).items():
         repeats_by_id[LABEL_ID[artery]] = int(repeats)
-    positives, negatives = [], []
+    positives, negatives, lookalike_negatives = [], [], []
     for case in cases:
         flat = case.labels.reshape(case.labels.shape[0], -1)
         # Per slice: the most repeats among the arteries it holds; 0 for a slice without calcium.
         copies = np.max([np.where((flat == i).any(axis=1), repeats_by_id[i], 0) for i in range(1, NUM_CLASSES)], axis=0)
         classes = sampling_map(case) if hard_negatives else None
+        has_lookalike = np.zeros(case.image.shape[0], bool)
+        if every_lookalike_slice and case.lookalikes is not None:
+            has_lookalike = case.lookalikes.reshape(case.lookalikes.shape[0], -1).any(axis=1)
         padded = context_padded(case.image, context_slices)
         for z in range(case.image.shape[0]):
             item = {"image": padded[z : z + context_slices], "label": case.labels[z][None], "case": case.id, "slice": z}
@@ -304,11 +311,13 @@ def slice_items(
                 item[SAMPLING_KEY] = classes[z][None]
             if copies[z]:
                 positives += [item] * int(copies[z])
+            elif has_lookalike[z]:
+                lookalike_negatives.append(item)
             else:
                 negatives.append(item)
     n_negative = min(len(negatives), round(negative_ratio * max(len(positives), 1)))
     chosen = rng.choice(len(negatives), size=n_negative, replace=False) if n_negative else []
-    return positives + [negatives[i] for i in sorted(chosen)]
+    return positives + lookalike_negatives + [negatives[i] for i in sorted(chosen)]
 
 
 def volume_items(cases: list[Case], hard_negatives: bool = False) -> list[dict]:

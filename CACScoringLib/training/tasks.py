@@ -87,6 +87,7 @@ class SegmentationTask:
                 hard,
                 data["artery_slice_repeats"],
                 self.model_config["in_channels"],
+                hard and bool(data["hard_negative_slices"]),
             )
         return volume_items(self.train_cases, hard)
 

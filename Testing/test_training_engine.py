@@ -1,5 +1,6 @@
 """End to end: `cacscoring train` on a tiny NIfTI dataset -> checkpoints, logs, package -> inference; resume."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -157,6 +158,13 @@ def test_init_from_starts_at_the_package_weights(tmp_path, manifest):
     assert json.loads((tmp_path / "tuned" / "run" / "config.json").read_text())["train"]["init_from"] == str(base.folder)
     for key, value in base.network.state_dict().items():
         assert torch.equal(tuned.network.state_dict()[key], value)
+    origin = tuned.metadata["training"]["init_from"]
+    assert origin["id"] == base.id and origin["version"] == base.version
+    assert origin["weights_sha256"] == hashlib.sha256((base.folder / "model.safetensors").read_bytes()).hexdigest()
+    # A resumed fine-tuning run still names its origin.
+    assert main(["train", str(tuned_config), "train.epochs=2", "--resume"]) == 0
+    assert load_package(tmp_path / "tuned" / "run" / "package").metadata["training"]["init_from"] == origin
+    assert "init_from" not in base.metadata["training"]
 
     fresh = load_config(write_config(tmp_path / "fresh", manifest, train={"epochs": 1}, optim={"lr": 0.0}))
     fresh["export"]["package"] = False

@@ -228,8 +228,10 @@ noise and blur (no flips), loss {loss["name"]}{" (batch Dice)" if loss.get("batc
         if data.get("hard_negative_slices")
         else ""
     )
+    origin = meta["training"].get("init_from")
+    started = f" ({origin['id']} {origin['version']}, weights SHA-256 {origin['weights_sha256'][:12]}...)" if origin else ""
     return text + f"""
-Then a third stage fine-tuned those weights (`train.init_from`): {run_config["train"]["epochs"]} epochs on
+Then a third stage fine-tuned those weights{started} (`train.init_from`): {run_config["train"]["epochs"]} epochs on
 phantom seeds {seeds[0]}-{seeds[1] - 1}, lr {run_config["optim"]["lr"]} ({_schedule(run_config["scheduler"])}),
 {data["hard_negative_fraction"]:.0%} of the crops centred on aortic calcium{every_slice}. The shipped weights
 are its epoch {meta["training"]["best_epoch"]} (highest validation Dice)."""

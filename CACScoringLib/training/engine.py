@@ -85,9 +85,11 @@ def _load_checkpoint(path: Path) -> dict:
 _INIT_KEYS = ("task", "network", "spatial_dims", "in_channels", "labels")
 
 
-def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | None) -> None:
-    """Start from a package's weights (checksums verified, safetensors): fine-tuning a shipped model."""
+def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | None) -> dict:
+    """Start from a package's weights (checksums verified, safetensors): fine-tuning a shipped model. Returns
+    the provenance the exported package's metadata records."""
     from ..models import load_package
+    from ..models.package import WEIGHTS_FILE, sha256_file
 
     if model_config is None:
         raise InputError("train.init_from: this task exports no model package to start from; remove train.init_from")
@@ -102,6 +104,12 @@ def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | 
     if window != model_config["preprocessing"]["hu_window"]:
         raise InputError(f"train.init_from: {package.folder} was trained with hu_window {window}; set data.hu_window to it")
     model.load_state_dict(package.network.state_dict())
+    return {
+        "package": str(package_ref),
+        "id": package.id,
+        "version": package.version,
+        "weights_sha256": sha256_file(package.folder / WEIGHTS_FILE),
+    }
 
 
 def train(config: dict, resume: bool = False) -> TrainResult:
@@ -129,8 +137,9 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
     train_cases, val_cases = load_cases(config)
     task = build_task(config, train_cases, val_cases)
     model = task.build_model()
+    origin = None  # the package a fine-tuning run started from; kept in the checkpoints across resumes
     if tcfg["init_from"] and not resume:
-        _init_from_package(model, tcfg["init_from"], getattr(task, "model_config", None))
+        origin = _init_from_package(model, tcfg["init_from"], getattr(task, "model_config", None))
     model = model.to(info.device)
     loss_fn = task.build_loss()
     optimizer = build_optimizer(model.parameters(), config["optim"])
@@ -153,6 +162,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_metric, best_epoch = int(state["epoch"]), float(state["best_metric"]), int(state["best_epoch"])
         stale, history = int(state["stale"]), list(state["history"])
+        origin = state.get("init_from")
     net = distributed.wrap(model, info)
 
     writer = None
@@ -225,6 +235,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
                 "best_epoch": best_epoch,
                 "stale": stale,
                 "history": history,
+                "init_from": origin,
             }
             torch.save(state, checkpoint_dir / "last.pt")
             if improved:
@@ -246,7 +257,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
         if config["export"]["package"]:
             from .export import export_package
 
-            package_dir = export_package(config, model, task, history, best_epoch, train_cases, val_cases)
+            package_dir = export_package(config, model, task, history, best_epoch, train_cases, val_cases, origin)
     distributed.barrier(info)
     return TrainResult(
         output_dir=output_dir,

@@ -30,9 +30,17 @@ def describe_training_data(config: dict, train_cases: list[Case], val_cases: lis
 
 
 def export_package(
-    config: dict, model: nn.Module, task, history: list[dict], best_epoch: int, train_cases: list[Case], val_cases: list[Case]
+    config: dict,
+    model: nn.Module,
+    task,
+    history: list[dict],
+    best_epoch: int,
+    train_cases: list[Case],
+    val_cases: list[Case],
+    origin: dict | None = None,
 ) -> Path:
-    """Save the best weights as a package in OUTPUT_DIR/package; validation figures of the best epoch go in."""
+    """Save the best weights as a package in OUTPUT_DIR/package; validation figures of the best epoch go in,
+    and `origin`, the package a fine-tuning run started from (train.init_from)."""
     from ..models.package import save_package
 
     export = config["export"]
@@ -54,6 +62,8 @@ def export_package(
             "seed": config["seed"],
         },
     }
+    if origin:
+        metadata["training"]["init_from"] = origin
     if hasattr(task, "save"):  # models outside the inference pipeline's package format
         return task.save(folder, model, metadata)
     return save_package(folder, model, task.model_config, metadata)

@@ -89,7 +89,7 @@ def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | 
     """Start from a package's weights (checksums verified, safetensors): fine-tuning a shipped model. Returns
     the provenance the exported package's metadata records."""
     from ..models import load_package
-    from ..models.package import WEIGHTS_FILE, sha256_file
+    from ..models.package import sha256_file
 
     if model_config is None:
         raise InputError("train.init_from: this task exports no model package to start from; remove train.init_from")
@@ -108,7 +108,7 @@ def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | 
         "package": str(package_ref),
         "id": package.id,
         "version": package.version,
-        "weights_sha256": sha256_file(package.folder / WEIGHTS_FILE),
+        "weights_sha256": sha256_file(package.weights_path),
     }
 
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for fraction in args.fractions:
         cases = []
         for seed, phantom, calls in phantoms:
-            predicted, _ = lesion_labels(phantom.ct.array, calls, 130.0, fraction)
+            predicted = lesion_labels(phantom.ct.array, calls, 130.0, fraction)
             cases.append(evaluate_case(f"phantom-{seed}", phantom.ct, phantom.labels, predicted))
         summary = summarize(cases, resamples=20)  # point estimates only; the CIs are not used here
         agatston = summary["agreement"]["agatston"]

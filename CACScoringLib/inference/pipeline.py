@@ -4,7 +4,8 @@ HU window -> heart ROI (package component or anatomical heuristic) -> crop resam
 spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softmax over ensemble members and
 flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels
 >= threshold_hu only -> each 3D connected candidate (found on the whole CT) kept whole if mostly called
-calcium, one artery per lesion -> optional false-positive classifier -> label map on the CT grid.
+calcium, one artery per lesion -> optional lesion classifier re-deciding each candidate (lesions.py) ->
+optional false-positive classifier -> label map on the CT grid.
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import InputError
-from ..labels import ARTERY_BY_ID, votes_per_region
+from ..labels import ARTERY_BY_ID
 from ..models.networks import DEFAULT_LESION_CALL_FRACTION, context_batch, size_divisor
 from ..models.package import ModelPackage, load_package, resolve_device
 from ..volume import CTVolume
 from .ensemble import ENSEMBLE_RULES, multiplicative_scores
+from .lesions import (
+    DEFAULT_MAX_CANDIDATE_MM3,
+    Candidates,
+    classifier_inputs,
+    classifier_scope,
+    classify_candidates,
+    find_candidates,
+    look_up,
+    quantize_probabilities,
+    vote_table,
+)
 from .roi import RegionOfInterest, bounds_from_mask, heart_roi_heuristic, whole_image
 
 BACKENDS = ("torch", "onnx")
@@ -206,10 +218,15 @@ def segment(
         probabilities[0] = 1.0  # outside the ROI: background
     calls = np.zeros(ct.shape, np.uint8)  # the network's per-voxel calls; none outside the ROI
     calls_crop = calls[region.slices]
+    lesion_model = packages[0].components.get("lesion_classifier")
+    # What the lesion classifier sees of the network: its artery probabilities on the ROI crop.
+    artery_u8 = np.zeros((n_classes - 1, *region.shape), np.uint8) if lesion_model is not None else None
     for zs, ze, probs in _predict_crop(
         packages[0].config, predictor, crop_hu, ct.spacing, batch_size, report, (0.1, 0.9)
     ):
         calls_crop[zs:ze] = calcium_labels(probs, dim=1).numpy().astype(np.uint8)
+        if artery_u8 is not None:
+            artery_u8[:, zs:ze] = quantize_probabilities(probs[:, 1:].permute(1, 0, 2, 3).numpy())
         if probabilities is not None:
             (z0, _), (y0, y1), (x0, x1) = region.bounds
             probabilities[:, z0 + zs : z0 + ze, y0:y1, x0:x1] = probs.permute(1, 0, 2, 3).numpy()
@@ -218,12 +235,17 @@ def segment(
     tick = time.perf_counter()
     report(0.9, "calcium candidates")
     fraction = float(packages[0].config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION))
-    fp = packages[0].components.get("fp_classifier")
-    labels, lesions = lesion_labels(ct.array, calls, threshold_hu, fraction, with_lesions=fp is not None)
+    candidates = find_candidates(ct.array, threshold_hu)
+    table = vote_table(candidates, calls, fraction)
     del calls
+    if lesion_model is not None:
+        report(0.93, "lesion classifier")
+        _classify_lesions(lesion_model, ct, region, candidates, artery_u8, table)
+    fp = packages[0].components.get("fp_classifier")
     if fp is not None:
         report(0.95, "false-positive removal")
-        _remove_false_positives(fp, ct.array, labels, lesions, ct.spacing)
+        _remove_false_positives(fp, ct.array, candidates, table, ct.spacing)
+    labels = look_up(table, candidates.components)
     timings["postprocess_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
     report(1.0, "done")
@@ -411,50 +433,42 @@ def auto_batch_size(config: dict, item_shape: Sequence[int], device: torch.devic
     return int(max(1, min(MAX_BATCH, budget // max(1, per_item))))
 
 
-def lesion_labels(
-    hu: np.ndarray,
-    calls: np.ndarray,
-    threshold_hu: float,
-    fraction: float = DEFAULT_LESION_CALL_FRACTION,
-    with_lesions: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:
+def lesion_labels(hu: np.ndarray, calls: np.ndarray, threshold_hu: float, fraction: float = DEFAULT_LESION_CALL_FRACTION) -> np.ndarray:
     """Whole lesions, decided by vote, from the network's per-voxel calls on the CT grid (0 outside the ROI).
     Each 3D connected candidate (voxels >= threshold_hu) that the network called calcium for at least
     `fraction` of its voxels is labelled whole, as a reader's click labels it in scoring software, with its
     majority artery (lowest id on a tie); any other candidate is dropped, so specks called inside a rib or the
     aortic wall do not become lesions. Candidates are found on the whole CT, not the ROI crop: a rib or the
-    sternum cut by the crop's edge would otherwise leave a small piece inside, judged by its few voxels alone.
-    Returns the label map and, with `with_lesions`, a map numbering the labelled lesions 1..n."""
-    components, count = ndimage.label(hu >= threshold_hu, structure=np.ones((3, 3, 3), bool))
-    votes = votes_per_region(components, count, calls)
-    size = sum(np.bincount(slab.ravel(), minlength=count + 1) for slab in _slabs(components))
-    kept = votes[:, 1:].sum(axis=1) >= fraction * size
-    kept[0] = False
-    labels = _look_up(np.where(kept, votes[:, 1:].argmax(axis=1) + 1, 0).astype(np.uint8), components)
-    # Kept candidates are the lesions: renumber them rather than labelling a second time.
-    lesions = _look_up((np.cumsum(kept) * kept).astype(np.int32), components) if with_lesions else None
-    return labels, lesions
+    sternum cut by the crop's edge would otherwise leave a small piece inside, judged by its few voxels alone."""
+    candidates = find_candidates(hu, threshold_hu)
+    return look_up(vote_table(candidates, calls, fraction), candidates.components)
 
 
-def _slabs(volume: np.ndarray, depth: int = 16) -> Iterator[np.ndarray]:
-    """Views of a few slices at a time: numpy widens int32 label indices to int64 copies of what it is given,
-    which for a whole 512 x 512 x 300 volume would cost 630 MB."""
-    return (volume[z : z + depth] for z in range(0, volume.shape[0], depth))
-
-
-def _look_up(table: np.ndarray, components: np.ndarray) -> np.ndarray:
-    result = np.empty(components.shape, table.dtype)
-    for out, slab in zip(_slabs(result), _slabs(components), strict=True):
-        out[...] = table[slab]
-    return result
+def _classify_lesions(
+    classifier: ModelPackage,
+    ct: CTVolume,
+    region: RegionOfInterest,
+    candidates: Candidates,
+    artery_u8: np.ndarray,
+    table: np.ndarray,
+) -> None:
+    """The lesion classifier's decision replaces the vote for each candidate in its scope (lesions.py)."""
+    limit = float(classifier.config.get("max_candidate_mm3", DEFAULT_MAX_CANDIDATE_MM3))
+    ids = classifier_scope(candidates, region.slices, ct.spacing, limit)
+    if not len(ids):
+        return
+    origin = tuple(lo for lo, _ in region.bounds)
+    inputs = classifier_inputs(ct.array, artery_u8, origin, candidates, ids, classifier.config, ct.spacing)
+    probabilities = classify_candidates(classifier.network, inputs, classifier.device)
+    table[ids] = calcium_labels(torch.from_numpy(probabilities), dim=1).numpy().astype(np.uint8)
 
 
 def _remove_false_positives(
-    classifier: ModelPackage, hu: np.ndarray, labels: np.ndarray, components: np.ndarray, spacing_xyz
+    classifier: ModelPackage, hu: np.ndarray, candidates: Candidates, table: np.ndarray, spacing_xyz
 ) -> None:
-    """Cascade step 3: a 2D patch around each candidate's centre slice; drop candidates judged not calcium."""
-    count = int(components.max())
-    if count == 0:
+    """Cascade step 3: a 2D patch around each kept candidate's centre slice; drop those judged not calcium."""
+    kept = np.flatnonzero(table)
+    if not len(kept):
         return
     pre = classifier.config["preprocessing"]
     lo, hi = pre["hu_window"]
@@ -463,9 +477,8 @@ def _remove_false_positives(
     half_y = max(1, round(size_y * (target or spacing_xyz[1]) / spacing_xyz[1] / 2))
     half_x = max(1, round(size_x * (target or spacing_xyz[0]) / spacing_xyz[0] / 2))
     padded = np.pad(hu, ((0, 0), (half_y, half_y), (half_x, half_x)), constant_values=lo)
-    centres = ndimage.center_of_mass(np.ones_like(components), components, range(1, count + 1))
     patches = []
-    for cz, cy, cx in centres:
+    for cz, cy, cx in candidates.centres(kept):
         z, y, x = round(cz), round(cy) + half_y, round(cx) + half_x
         patches.append(padded[z, y - half_y : y + half_y, x - half_x : x + half_x])
     x = torch.from_numpy(np.clip((np.stack(patches).astype(np.float32) - lo) / (hi - lo), 0, 1))[:, None]
@@ -473,8 +486,7 @@ def _remove_false_positives(
     threshold = float(classifier.config.get("decision_threshold", FP_DECISION_THRESHOLD))
     with torch.no_grad():
         keep = torch.softmax(classifier.network(x.to(classifier.device)).float(), dim=1)[:, 1].cpu().numpy()
-    rejected = np.flatnonzero(keep < threshold) + 1
-    labels[np.isin(components, rejected)] = 0
+    table[kept[keep < threshold]] = 0
 
 
 def write_segmentation_outputs(

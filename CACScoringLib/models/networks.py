@@ -2,7 +2,8 @@
 
 Supported `config["network"]["name"]`: "UNet" (monai.networks.nets.UNet), "DynUNet" (nnU-Net-like; kernels
 and strides derived from patch size and spacing unless given), "FlexibleUNet" (EfficientNet-B0 encoder,
-never pretrained so nothing is downloaded) and "Classifier" (small CNN for the false-positive component).
+never pretrained so nothing is downloaded) and "Classifier" (small CNN for the false-positive and lesion
+classifier components).
 Array axis order everywhere: 2D (y, x), 3D (z, y, x).
 """
 
@@ -15,17 +16,19 @@ import numpy as np
 from torch import nn
 
 from ..errors import InputError
-from ..labels import ARTERY_BY_ID
+from ..labels import ARTERIES, ARTERY_BY_ID
 
 CONFIG_FORMAT = "cacscoring-model/1"
 NETWORK_NAMES = ("UNet", "DynUNet", "FlexibleUNet", "Classifier")
-TASKS = ("calcium", "heart_roi", "fp_classifier")
+TASKS = ("calcium", "heart_roi", "fp_classifier", "lesion_classifier")
 # Default CT window: keeps fat/soft tissue contrast and calcium up to dense plaques.
 DEFAULT_HU_WINDOW = (-200.0, 1300.0)
 DEFAULT_LESION_CALL_FRACTION = 0.5  # share of a candidate lesion the network must call calcium to keep it
 # Default in-plane inference spacing (mm). Coarser than most cardiac CT (0.3-0.7 mm) for CPU speed;
 # 0.8 mm still gives a 1 mm² lesion >1 pixel, and the final mask is thresholded at native resolution.
 DEFAULT_INPLANE_SPACING_MM = 0.8
+# The lesion classifier's input channels (inference/lesions.py): CT, the candidate's voxels, artery probabilities.
+LESION_CLASSIFIER_INPUTS = ("ct", "candidate", *ARTERIES)
 EFFICIENTNET_DIVISOR = 32  # five stride-2 stages in EfficientNet-B0
 
 
@@ -37,6 +40,7 @@ def contract_labels() -> dict[str, str]:
 TASK_LABELS = {
     "heart_roi": {"0": "background", "1": "heart"},
     "fp_classifier": {"0": "false_positive", "1": "calcium"},
+    "lesion_classifier": contract_labels(),  # a candidate's class: not coronary, or its artery
 }
 
 
@@ -59,12 +63,13 @@ def make_config(
     if patch_size is None:
         patch_size = (256, 256) if spatial_dims == 2 else (32, 128, 128)
     labels = contract_labels() if task == "calcium" else TASK_LABELS.get(task)
+    in_channels = len(LESION_CLASSIFIER_INPUTS) if task == "lesion_classifier" else int(context_slices)
     config = {
         "format": CONFIG_FORMAT,
         "task": task,
         "network": {"name": network, "kwargs": dict(network_kwargs)},
         "spatial_dims": int(spatial_dims),
-        "in_channels": int(context_slices),
+        "in_channels": in_channels,
         "labels": labels,
         "preprocessing": {
             "hu_window": [float(hu_window[0]), float(hu_window[1])],
@@ -103,7 +108,16 @@ def validate_config(config: dict) -> None:
             "with the contract's labels (Resources/labels.json)"
         )
     channels = config.get("in_channels", 1)
-    if not isinstance(channels, int) or channels < 1 or (dims == 3 and channels != 1) or channels % 2 == 0:
+    if task == "lesion_classifier":
+        if channels != len(LESION_CLASSIFIER_INPUTS) or dims != 3:
+            raise InputError(
+                f"lesion classifier config has in_channels {channels!r} and spatial_dims {dims}; it takes 3D patches "
+                f"of {len(LESION_CLASSIFIER_INPUTS)} channels ({', '.join(LESION_CLASSIFIER_INPUTS)})"
+            )
+        limit = config.get("max_candidate_mm3", 1.0)
+        if not isinstance(limit, int | float) or limit <= 0:
+            raise InputError(f"lesion classifier max_candidate_mm3 {limit!r} must be a positive volume in mm³")
+    elif not isinstance(channels, int) or channels < 1 or (dims == 3 and channels != 1) or channels % 2 == 0:
         raise InputError(
             f"model config in_channels {channels!r} must be an odd number of slices around the segmented one "
             "(2D) or 1 (3D)"

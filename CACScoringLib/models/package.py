@@ -4,7 +4,8 @@
     model.safetensors  weights (a state_dict `model.pt` is accepted, loaded with weights_only=True)
     metadata.json    id, version, training data, measured accuracy, monai/torch versions, created
     checksums.json   SHA-256 of every file above (and of each component's checksums.json)
-    <component>/     optional sub-packages named in config["components"] ("heart_roi", "fp_classifier")
+    <component>/     optional sub-packages named in config["components"] ("heart_roi", "fp_classifier",
+                     "lesion_classifier")
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "checksums.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_DICT_FILE = "model.pt"
-COMPONENT_NAMES = ("heart_roi", "fp_classifier")
+COMPONENT_NAMES = ("heart_roi", "fp_classifier", "lesion_classifier")
 
 
 @dataclass
@@ -95,7 +96,7 @@ def save_package(
 
     metadata may hold any of: id (default: folder name), version (default "0.1.0"), title, description,
     training_data, accuracy (dict of measured figures); versions and creation time are added here.
-    components maps "heart_roi"/"fp_classifier" to (network, config) and is saved as sub-packages."""
+    components maps COMPONENT_NAMES to (network, config) and is saved as sub-packages."""
     from monai import __version__ as monai_version
     from safetensors.torch import save_model
 

@@ -17,7 +17,8 @@ from ..labels import LABEL_ID
 
 DEFAULTS: dict = {
     # segmentation (per-artery calcium label maps), slice_classification (seed 003), vessel_regression
-    # (seed 004), heart_roi and fp_classifier (the cascade's first and third stages, seed 001)
+    # (seed 004), heart_roi and fp_classifier (the cascade's first and third stages, seed 001),
+    # lesion_classifier (decides each calcium candidate on top of a trained segmentation model)
     "task": "segmentation",
     "seed": 0,
     "output_dir": "runs/model",
@@ -51,7 +52,10 @@ DEFAULTS: dict = {
         "artery_slice_repeats": {},  # 2D: artery -> times a slice with its calcium appears per epoch (rare arteries)
         "num_workers": 0,
         "heart_masks": None,  # heart_roi from a manifest: folder of <case id>.nii.gz masks (0/1) on the case grids
-        "candidate_threshold_hu": 130.0,  # fp_classifier: candidates are connected voxels at or above this
+        "candidate_threshold_hu": 130.0,  # fp_classifier, lesion_classifier: candidates are connected voxels at or above this
+        "segmenter": None,  # lesion_classifier: the calcium model package (folder or registry id) it decides for
+        "max_candidate_mm3": 1500.0,  # lesion_classifier: larger candidates are left to the segmenter's vote
+        "max_specks_per_case": 8,  # lesion_classifier: candidates of 1-2 voxels (noise specks) kept per case
         "volume_size": [32, 128, 128],  # vessel_regression: slices kept around the centre, in-plane size
         "cam_slices": 4,  # slice_classification: validation slices written as class activation map overlays
     },
@@ -104,7 +108,7 @@ DEFAULTS: dict = {
 FREE_FORM = {"model.kwargs", "data.phantom.options", "data.artery_slice_repeats"}
 
 CHOICES = {
-    "task": ("segmentation", "slice_classification", "vessel_regression", "heart_roi", "fp_classifier"),
+    "task": ("segmentation", "slice_classification", "vessel_regression", "heart_roi", "fp_classifier", "lesion_classifier"),
     "data.source": ("manifest", "phantom"),
     "data.sampling": ("posneg", "classes"),
     "loss.name": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce", "ce", "mse"),
@@ -169,6 +173,7 @@ TASK_LOSSES = {
     "heart_roi": ("tversky", "dice", "dice_ce", "dice_focal", "focal", "bce"),
     "slice_classification": ("ce", "focal"),
     "fp_classifier": ("ce", "focal"),
+    "lesion_classifier": ("ce", "focal"),
     "vessel_regression": ("mse",),
 }
 
@@ -206,6 +211,11 @@ def _check_choices(config: dict) -> None:
     init_from = config["train"]["init_from"]
     if init_from is not None and not isinstance(init_from, str):
         raise InputError(f"train.init_from={init_from!r} must be a model package folder or a registry id")
+    if config["task"] == "lesion_classifier":
+        if not config["data"]["segmenter"]:
+            raise InputError("lesion_classifier needs data.segmenter=PACKAGE, the calcium model whose candidates it decides")
+        if float(config["augment"]["flip_prob"]) > 0:
+            raise InputError("lesion_classifier: augment.flip_prob must be 0 (a mirrored patch swaps left and right arteries)")
     low, high = config["data"]["hu_window"]
     if not float(low) < float(high):
         raise InputError(f"data.hu_window {low}..{high} is empty; give [low, high] with low < high")

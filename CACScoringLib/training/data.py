@@ -7,6 +7,7 @@ Cases are held in memory as HU arrays (z, y, x) with their uint8 label maps; the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -87,26 +88,50 @@ def phantom_heart_mask(phantom) -> np.ndarray:
     return ((along / long_semi) ** 2 + across_sq / short_semi**2 <= 1.0).astype(np.uint8)
 
 
-def phantom_cases(seeds: range, shape, options: dict, with_heart: bool = False) -> list[Case]:
-    """One generated thorax phantom per seed; each phantom is its own patient."""
+def phantom_case(seed: int, shape, options: dict, with_heart: bool = False) -> Case:
+    """The generated thorax phantom of one seed; each phantom is its own patient."""
     from ..phantom import make_thorax_phantom
 
-    cases = []
-    for seed in seeds:
-        phantom = make_thorax_phantom(seed=seed, shape=tuple(shape), compute_scores=True, **options)
-        cases.append(
-            Case(
-                id=f"phantom-{seed}",
-                patient_id=f"phantom-{seed}",
-                image=phantom.ct.array.astype(np.float32, copy=False),
-                labels=np.asarray(phantom.labels, dtype=np.uint8),
-                spacing=tuple(phantom.ct.spacing),
-                reference_scores={key: {"agatston": float(v.agatston)} for key, v in phantom.scores.arteries.items()},
-                heart_mask=phantom_heart_mask(phantom) if with_heart else None,
-                lookalikes=phantom.aortic_calcium_mask.astype(np.uint8),
-            )
-        )
-    return cases
+    phantom = make_thorax_phantom(seed=seed, shape=tuple(shape), compute_scores=True, **options)
+    return Case(
+        id=f"phantom-{seed}",
+        patient_id=f"phantom-{seed}",
+        image=phantom.ct.array.astype(np.float32, copy=False),
+        labels=np.asarray(phantom.labels, dtype=np.uint8),
+        spacing=tuple(phantom.ct.spacing),
+        reference_scores={key: {"agatston": float(v.agatston)} for key, v in phantom.scores.arteries.items()},
+        heart_mask=phantom_heart_mask(phantom) if with_heart else None,
+        lookalikes=phantom.aortic_calcium_mask.astype(np.uint8),
+    )
+
+
+def phantom_cases(seeds: range, shape, options: dict, with_heart: bool = False) -> list[Case]:
+    return [phantom_case(seed, shape, options, with_heart) for seed in seeds]
+
+
+class LazyPhantomCases(Sequence):
+    """Phantom cases generated when read, for tasks that read each case once (the lesion classifier): hundreds
+    of phantoms would not fit in memory together."""
+
+    def __init__(self, seeds: range, shape, options: dict):
+        self.seeds, self.shape, self.options = seeds, shape, options
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return LazyPhantomCases(self.seeds[index], self.shape, self.options)
+        return phantom_case(self.seeds[index], self.shape, self.options)
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"phantom-{seed}" for seed in self.seeds]
+
+
+def case_ids(cases) -> list[str]:
+    """Case ids without generating lazy phantoms."""
+    return cases.ids if isinstance(cases, LazyPhantomCases) else [case.id for case in cases]
 
 
 def resample_case(case: Case, inplane_mm: float | None, slice_mm: float | None) -> Case:
@@ -150,6 +175,8 @@ def patient_split(patient_ids: list[str], folds: int, fold: int, seed: int, val_
 def load_cases(config: dict) -> tuple[list[Case], list[Case]]:
     """(train, validation) cases as the config's data source and split say, on the network's grid."""
     train, val = _split_cases(config)
+    if config["task"] == "lesion_classifier":
+        return train, val  # segmented as the pipeline segments a CT, on its own grid
     model = config["model"]
     grid = (model["inplane_spacing_mm"], model["slice_spacing_mm"] if int(model["spatial_dims"]) == 3 else None)
     return [resample_case(c, *grid) for c in train], [resample_case(c, *grid) for c in val]
@@ -160,13 +187,20 @@ def _split_cases(config: dict) -> tuple[list[Case], list[Case]]:
     with_heart = config["task"] == "heart_roi"
     if data["source"] == "phantom":
         phantom = data["phantom"]
-        train = phantom_cases(range(*phantom["train_seeds"]), phantom["shape"], phantom["options"], with_heart)
-        val = phantom_cases(range(*phantom["val_seeds"]), phantom["shape"], phantom["options"], with_heart)
-        if not train or not val:
+        train_seeds, val_seeds = range(*phantom["train_seeds"]), range(*phantom["val_seeds"])
+        if not train_seeds or not val_seeds:
             raise InputError("data.phantom.train_seeds and val_seeds must each give at least one seed ([start, stop])")
-        if {c.id for c in train} & {c.id for c in val}:
+        if set(train_seeds) & set(val_seeds):
             raise InputError("data.phantom train_seeds and val_seeds overlap; give disjoint ranges")
-        return train, val
+        if config["task"] == "lesion_classifier":
+            return (
+                LazyPhantomCases(train_seeds, phantom["shape"], phantom["options"]),
+                LazyPhantomCases(val_seeds, phantom["shape"], phantom["options"]),
+            )
+        return (
+            phantom_cases(train_seeds, phantom["shape"], phantom["options"], with_heart),
+            phantom_cases(val_seeds, phantom["shape"], phantom["options"], with_heart),
+        )
     cases = manifest_cases(data["manifest"])
     if with_heart:
         cases = [attach_heart_mask(case, data["heart_masks"]) for case in cases]

@@ -165,6 +165,10 @@ def build_task(config: dict, train_cases: list[Case], val_cases: list[Case]):
 
         task_class = SliceClassificationTask if task == "slice_classification" else FalsePositiveTask
         return task_class(config, train_cases, val_cases)
+    if task == "lesion_classifier":
+        from .lesion_classifier import LesionClassifierTask
+
+        return LesionClassifierTask(config, train_cases, val_cases)
     if task == "vessel_regression":
         from .regression import VesselRegressionTask
 

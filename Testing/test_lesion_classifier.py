@@ -19,6 +19,7 @@ from CACScoringLib.errors import InputError
 from CACScoringLib.inference import heart_roi_heuristic, segment
 from CACScoringLib.inference.lesions import (
     INPUT_CHANNELS,
+    classifier_decisions,
     classifier_inputs,
     classifier_scope,
     find_candidates,
@@ -34,9 +35,9 @@ CPU = torch.device("cpu")
 LOW, HIGH = WINDOW
 
 
-def lesion_config(patch=(3, 8, 8), inplane=None, max_mm3=200.0) -> dict:
+def lesion_config(patch=(3, 8, 8), inplane=None, max_mm3=200.0, min_voxels=3) -> dict:
     config = make_config("Classifier", 3, patch, hu_window=WINDOW, inplane_spacing_mm=inplane, task="lesion_classifier")
-    config["max_candidate_mm3"] = max_mm3
+    config.update(max_candidate_mm3=max_mm3, min_candidate_voxels=min_voxels)
     return config
 
 
@@ -82,17 +83,35 @@ def test_patches_of_a_finer_ct_are_resampled_to_the_classifier_spacing():
     np.testing.assert_allclose(patches[0, 0, 0, 0], expected, atol=1e-5)  # slice 2, away from the bright voxel
 
 
-def test_scope_is_the_roi_and_a_volume_limit():
+def test_scope_is_the_roi_and_a_size_range():
     hu = np.zeros((6, 30, 30), np.float32)
-    hu[1, 2, 2] = 300.0  # outside the ROI
+    hu[1, 2, 2:6] = 300.0  # outside the ROI
     hu[3, 10:12, 10:12] = 300.0  # 4 voxels inside
+    hu[3, 25, 25:27] = 300.0  # a 2-voxel speck inside
     hu[2:5, 14:20, 14:20] = 300.0  # 108 voxels inside
     candidates = find_candidates(hu, 130.0)
     roi = (slice(0, 6), slice(5, 30), slice(5, 30))
-    voxel = 0.5 * 0.5 * 2.0
-    small, large = candidates.components[3, 10, 10], candidates.components[3, 15, 15]
-    np.testing.assert_array_equal(classifier_scope(candidates, roi, (0.5, 0.5, 2.0), 4 * voxel), [small])
-    np.testing.assert_array_equal(classifier_scope(candidates, roi, (0.5, 0.5, 2.0), 108 * voxel), sorted([small, large]))
+    spacing, voxel = (0.5, 0.5, 2.0), 0.5 * 0.5 * 2.0
+    small, speck, large = (candidates.components[3, y, x] for y, x in ((10, 10), (25, 25), (15, 15)))
+    np.testing.assert_array_equal(classifier_scope(candidates, roi, spacing, lesion_config(max_mm3=4 * voxel)), [small])
+    both = classifier_scope(candidates, roi, spacing, lesion_config(max_mm3=108 * voxel))
+    np.testing.assert_array_equal(both, sorted([small, large]))
+    with_specks = classifier_scope(candidates, roi, spacing, lesion_config(max_mm3=108 * voxel, min_voxels=2))
+    np.testing.assert_array_equal(with_specks, sorted([small, speck, large]))
+
+
+def test_classifier_says_whether_and_the_vote_which_artery():
+    probabilities = np.array(
+        [
+            [0.2, 0.0, 0.1, 0.7, 0.0],  # coronary, the vote kept it as LAD: LAD
+            [0.2, 0.0, 0.1, 0.7, 0.0],  # coronary, the vote dropped it: the classifier's LCX
+            [0.6, 0.0, 0.4, 0.0, 0.0],  # not coronary: dropped although the vote kept it
+            [0.45, 0.1, 0.15, 0.1, 0.2],  # coronary by a small margin, vote dropped it: RCA
+        ]
+    )
+    vote = np.array([LABEL_ID["LAD"], 0, LABEL_ID["RCA"], 0])
+    expected = [LABEL_ID["LAD"], LABEL_ID["LCX"], 0, LABEL_ID["RCA"]]
+    np.testing.assert_array_equal(classifier_decisions(probabilities, vote), expected)
 
 
 def test_reference_class_is_the_majority_label_background_included():
@@ -106,35 +125,36 @@ def test_reference_class_is_the_majority_label_background_included():
     np.testing.assert_array_equal(reference_classes(candidates, np.array([1, 2]), labels), [LABEL_ID["LAD"], 0])
 
 
-class PeakAndMeanProbability(nn.Module):
-    """Lesion classifier stand-in: not coronary when the candidate's peak is above 1000 HU, else the artery of
-    the highest mean probability over the candidate's voxels."""
+class PeakRule(nn.Module):
+    """Lesion classifier stand-in: not coronary when the candidate's peak is above 1000 HU, else RCA."""
 
     def forward(self, x):
         mask = x[:, 1]
         peak = (x[:, 0] * mask).amax(dim=(1, 2, 3))
-        mean = (x[:, 2:] * mask[:, None]).sum(dim=(2, 3, 4)) / mask.sum(dim=(1, 2, 3))[:, None]
         background = 100.0 * (peak - (1000.0 - LOW) / (HIGH - LOW))
-        return torch.cat([background[:, None], 10.0 * mean], dim=1)
+        arteries = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(len(x), 4)
+        return torch.cat([background[:, None], arteries], dim=1)
 
 
 def test_lesion_classifier_component_replaces_the_vote_in_its_scope():
     ct = thorax()
     ct.array[1, 60, 40:44] = 300.0  # 4 voxels the network calls LM in a 10-voxel candidate ...
-    ct.array[1, 60, 44:50] = 140.0  # ... 40%: the vote drops it, the classifier sees LM and keeps it
-    ct.array[8, 40:44, 40:44] = 1200.0  # 32 voxels (216 mm3 > 200): out of scope, the vote keeps it as RCA
-    ct.array[9, 40:44, 40:44] = 1200.0
-    classifier = ModelPackage(Path("lc"), lesion_config(), {"id": "lc"}, PeakAndMeanProbability().eval(), CPU)
+    ct.array[1, 60, 44:50] = 140.0  # ... 40%: the vote drops it, the classifier keeps it as its RCA
+    ct.array[8:10, 40:44, 40:44] = 1200.0  # 32 voxels (216 mm3 > 200): out of scope, the vote keeps it as RCA
+    ct.array[9, 60, 60:62] = 1200.0  # a 2-voxel speck: out of scope too, RCA by the vote
+    classifier = ModelPackage(Path("lc"), lesion_config(), {"id": "lc"}, PeakRule().eval(), CPU)
     judged = []
     classifier.network.register_forward_hook(lambda module, args, output: judged.append(len(output)))
     plain = segment(ct, package(NearestCentre()), device="cpu").labels
     seg = segment(ct, package(NearestCentre(), components={"lesion_classifier": classifier}), device="cpu")
 
     assert not plain[1, 60, 40:50].any()
-    assert (seg.labels[1, 60, 40:50] == LABEL_ID["LM"]).all()
+    assert (seg.labels[1, 60, 40:50] == LABEL_ID["RCA"]).all()
     assert (plain[6:9, 50:53, 50:53] == LABEL_ID["RCA"]).all()  # the 1200 HU blob (27 voxels) ...
     assert not seg.labels[6:9, 50:53, 50:53].any()  # ... rejected: its peak is above 1000 HU
     assert (seg.labels[8:10, 40:44, 40:44] == LABEL_ID["RCA"]).all()  # too large for the classifier
+    assert (seg.labels[9, 60, 60:62] == LABEL_ID["RCA"]).all()  # too small for it
+    # Coronary by the classifier, kept by the vote: the network's artery, not the classifier's RCA.
     for (z, y, x), artery in (((3, 44, 44), "LM"), ((3, 44, 50), "LAD"), ((6, 50, 44), "LCX")):
         assert (seg.labels[z : z + 3, y : y + 3, x : x + 3] == LABEL_ID[artery]).all()
     assert not seg.labels[2:5, 1:4, 1:4].any()  # outside the ROI: never a candidate
@@ -162,7 +182,6 @@ def tiny_overrides(tmp_path: Path, segmenter: Path) -> list[str]:
         "data.source=phantom",
         f"data.phantom={COARSE_PHANTOMS}",
         f"data.segmenter={segmenter}",
-        "data.max_specks_per_case=1000",
         "model.inplane_spacing_mm=3.2",
         "model.kwargs={channels: [4, 8], strides: [[1, 2, 2], [2, 2, 2]], num_res_units: 0}",
         "data.patch_size=[3, 8, 8]",
@@ -178,7 +197,7 @@ def test_tiny_lesion_classifier_trains_packages_and_runs_in_inference(tmp_path, 
     segmenter = calcium_everywhere_package(tmp_path / "calcium")
     config = load_config(Path("configs/default_lesion_classifier.yaml"), tiny_overrides(tmp_path, segmenter))
     result = train(config)
-    assert {"val_balanced_accuracy", "val_recall_per_class", "val_confusion_matrix"} <= set(result.history[-1])
+    assert {"val_coronary_balanced_accuracy", "val_balanced_accuracy", "val_recall_per_class"} <= set(result.history[-1])
 
     # The cached targets of a validation phantom are its candidates' majority labels, computed here by hand.
     phantom = make_thorax_phantom(seed=1000, shape=(16, 64, 64), compute_scores=False, **config["data"]["phantom"]["options"])
@@ -187,7 +206,7 @@ def test_tiny_lesion_classifier_trains_packages_and_runs_in_inference(tmp_path, 
     expected = []
     for number in np.unique(components[roi]):
         voxels = components == number
-        if number == 0 or voxels.sum() * 3.2 * 3.2 * 6.0 > 1500.0:
+        if number == 0 or voxels.sum() < 3 or voxels.sum() * 3.2 * 3.2 * 6.0 > 1500.0:
             continue
         expected.append(int(np.bincount(phantom.labels[voxels], minlength=5).argmax()))
     (cache,) = (tmp_path / "lc" / "candidates").glob("*/phantom-1000.npz")
@@ -199,7 +218,7 @@ def test_tiny_lesion_classifier_trains_packages_and_runs_in_inference(tmp_path, 
     assert set(package.components) == {"lesion_classifier"}
     assert package.version == "9.9"
     assert package.metadata["segmenter"]["version"] == load_package(segmenter).version
-    assert package.metadata["lesion_classifier"]["accuracy"]["val_balanced_accuracy"] == pytest.approx(result.best_metric)
+    assert package.metadata["lesion_classifier"]["accuracy"]["val_coronary_balanced_accuracy"] == pytest.approx(result.best_metric)
     judged = []
     package.components["lesion_classifier"].network.register_forward_hook(lambda m, a, output: judged.append(len(output)))
     seg = segment(phantom.ct, package, device="cpu")
@@ -213,3 +232,16 @@ def test_tiny_lesion_classifier_trains_packages_and_runs_in_inference(tmp_path, 
     monkeypatch.setattr("CACScoringLib.training.lesion_classifier.case_items", no_segmenting)
     again = train(load_config(Path("configs/default_lesion_classifier.yaml"), [*tiny_overrides(tmp_path, segmenter), "train.epochs=1"]))
     assert again.history[0]["train_loss"] == pytest.approx(result.history[0]["train_loss"])
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from CACScoringLib.training.lesion_classifier import _mean_recall
+
+    truth, predicted = np.array([0, 0, 0, 2, 2, 4]), np.array([0, 0, 2, 2, 1, 4])
+    matrix = np.zeros((5, 5), int)
+    np.add.at(matrix, (truth, predicted), 1)
+    assert _mean_recall(matrix) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    with pytest.warns(UserWarning):  # sklearn agrees, warning about the predicted class 1 that is not in the truth
+        assert _mean_recall(matrix) == pytest.approx(balanced_accuracy_score(truth, predicted))

@@ -5,13 +5,16 @@ click in scoring software selects a lesion. The pipeline decides per candidate, 
 component number (0: not coronary, else the artery id) that is looked up once at the end:
 
 - the vote: kept with its majority artery when the network called at least a share of its voxels calcium;
-- the lesion classifier (a package's optional `lesion_classifier` component), which re-decides each candidate
-  inside the heart ROI up to a size limit from a 3D patch around it: the CT, the candidate's own voxels and
-  the segmentation network's four artery probabilities (INPUT_CHANNELS). The per-voxel network sees a few
-  slices around each pixel and hedges where a plaque and a look-alike differ only in 3D shape (calcium on
-  the aortic wall at the level of the coronary ostia, a plaque in the posterior atrioventricular groove beside
-  the spine); the classifier judges the whole object in its surroundings, as the false-positive reduction
-  stages of two-stage calcium scoring methods do, and may also restore a candidate the vote dropped;
+- the lesion classifier (a package's optional `lesion_classifier` component), which decides again whether each
+  candidate inside the heart ROI, between a few voxels and a volume limit, is coronary calcium, from a 3D patch
+  around it: the CT, the candidate's own voxels and the segmentation network's four artery probabilities
+  (INPUT_CHANNELS). The per-voxel network sees a few slices around each pixel and hedges where a plaque and a
+  look-alike differ in 3D shape (calcium on the aortic wall at the level of the coronary ostia); the classifier
+  judges the whole object in its surroundings, as the false-positive reduction stages of two-stage calcium
+  scoring methods do, and may also restore a candidate the vote dropped. The artery stays the network's
+  majority where the network called the candidate (it sees the whole heart region, the classifier a few
+  centimetres), else it is the classifier's likeliest artery. Noise specks of one or two voxels have no shape
+  to judge and keep the vote;
 - the cascade's false-positive classifier (seed 001), which only rejects.
 """
 
@@ -29,6 +32,7 @@ from ..labels import ARTERIES, votes_per_region
 from ..models.networks import LESION_CLASSIFIER_INPUTS as INPUT_CHANNELS
 
 DEFAULT_MAX_CANDIDATE_MM3 = 1500.0  # larger components (bone, long calcified walls) are left to the vote
+DEFAULT_MIN_CANDIDATE_VOXELS = 3  # smaller ones (noise specks) too
 PROBABILITY_LEVELS = 255  # artery probabilities kept as uint8 for the classifier: 1/255 steps
 
 
@@ -82,15 +86,21 @@ def quantize_probabilities(probabilities: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(probabilities, 0.0, 1.0) * PROBABILITY_LEVELS).astype(np.uint8)
 
 
-def classifier_scope(
-    candidates: Candidates, roi_slices: tuple[slice, ...], spacing_xyz, max_candidate_mm3: float
-) -> np.ndarray:
-    """Sorted numbers of the candidates the lesion classifier decides: touching the ROI, at most
-    max_candidate_mm3 in volume."""
+def classifier_scope(candidates: Candidates, roi_slices: tuple[slice, ...], spacing_xyz, config: dict) -> np.ndarray:
+    """Sorted numbers of the candidates the lesion classifier (its config) decides: touching the ROI, of at
+    least min_candidate_voxels voxels and at most max_candidate_mm3."""
     inside = np.unique(candidates.components[roi_slices])
     inside = inside[inside > 0]
-    voxel_mm3 = float(np.prod(spacing_xyz))
-    return inside[candidates.sizes[inside] * voxel_mm3 <= max_candidate_mm3]
+    sizes = candidates.sizes[inside]
+    largest = float(config.get("max_candidate_mm3", DEFAULT_MAX_CANDIDATE_MM3)) / float(np.prod(spacing_xyz))
+    return inside[(sizes >= int(config.get("min_candidate_voxels", DEFAULT_MIN_CANDIDATE_VOXELS))) & (sizes <= largest)]
+
+
+def classifier_decisions(probabilities: np.ndarray, vote: np.ndarray) -> np.ndarray:
+    """Label per candidate: coronary where P(not coronary) < 0.5, with the vote's artery where the vote kept
+    the candidate, else the classifier's likeliest artery; 0 otherwise."""
+    artery = np.where(vote > 0, vote, probabilities[:, 1:].argmax(axis=1) + 1)
+    return np.where(probabilities[:, 0] < 0.5, artery, 0).astype(np.uint8)
 
 
 def classifier_inputs(

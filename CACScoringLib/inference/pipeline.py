@@ -4,7 +4,7 @@ HU window -> heart ROI (package component or anatomical heuristic) -> crop resam
 spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softmax over ensemble members and
 flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels
 >= threshold_hu only -> each 3D connected candidate (found on the whole CT) kept whole if mostly called
-calcium, one artery per lesion -> optional lesion classifier re-deciding each candidate (lesions.py) ->
+calcium, one artery per lesion -> optional lesion classifier deciding again whether each candidate is coronary (lesions.py) ->
 optional false-positive classifier -> label map on the CT grid.
 """
 
@@ -32,8 +32,8 @@ from ..models.package import ModelPackage, load_package, resolve_device
 from ..volume import CTVolume
 from .ensemble import ENSEMBLE_RULES, multiplicative_scores
 from .lesions import (
-    DEFAULT_MAX_CANDIDATE_MM3,
     Candidates,
+    classifier_decisions,
     classifier_inputs,
     classifier_scope,
     classify_candidates,
@@ -453,14 +453,13 @@ def _classify_lesions(
     table: np.ndarray,
 ) -> None:
     """The lesion classifier's decision replaces the vote for each candidate in its scope (lesions.py)."""
-    limit = float(classifier.config.get("max_candidate_mm3", DEFAULT_MAX_CANDIDATE_MM3))
-    ids = classifier_scope(candidates, region.slices, ct.spacing, limit)
+    ids = classifier_scope(candidates, region.slices, ct.spacing, classifier.config)
     if not len(ids):
         return
     origin = tuple(lo for lo, _ in region.bounds)
     inputs = classifier_inputs(ct.array, artery_u8, origin, candidates, ids, classifier.config, ct.spacing)
     probabilities = classify_candidates(classifier.network, inputs, classifier.device)
-    table[ids] = calcium_labels(torch.from_numpy(probabilities), dim=1).numpy().astype(np.uint8)
+    table[ids] = classifier_decisions(probabilities, table[ids])
 
 
 def _remove_false_positives(

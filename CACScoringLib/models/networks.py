@@ -117,6 +117,9 @@ def validate_config(config: dict) -> None:
         limit = config.get("max_candidate_mm3", 1.0)
         if not isinstance(limit, int | float) or limit <= 0:
             raise InputError(f"lesion classifier max_candidate_mm3 {limit!r} must be a positive volume in mm³")
+        smallest = config.get("min_candidate_voxels", 1)
+        if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 1:
+            raise InputError(f"lesion classifier min_candidate_voxels {smallest!r} must be a whole number >= 1")
     elif not isinstance(channels, int) or channels < 1 or (dims == 3 and channels != 1) or channels % 2 == 0:
         raise InputError(
             f"model config in_channels {channels!r} must be an odd number of slices around the segmented one "

@@ -55,7 +55,7 @@ DEFAULTS: dict = {
         "candidate_threshold_hu": 130.0,  # fp_classifier, lesion_classifier: candidates are connected voxels at or above this
         "segmenter": None,  # lesion_classifier: the calcium model package (folder or registry id) it decides for
         "max_candidate_mm3": 1500.0,  # lesion_classifier: larger candidates are left to the segmenter's vote
-        "max_specks_per_case": 8,  # lesion_classifier: candidates of 1-2 voxels (noise specks) kept per case
+        "min_candidate_voxels": 3,  # lesion_classifier: smaller candidates (noise specks) are left to the vote
         "volume_size": [32, 128, 128],  # vessel_regression: slices kept around the centre, in-plane size
         "cam_slices": 4,  # slice_classification: validation slices written as class activation map overlays
     },

@@ -7,9 +7,7 @@ bone, noise). Train on cases the segmenter was not trained on: on its own traini
 are more certain than on new CTs, and the classifier would learn to trust them too much.
 
 Segmenting every case is the slow part, so each case's items are cached in OUTPUT_DIR/candidates/ under a key
-of the segmenter's weights and the patch settings; a resumed or repeated run reads them back. Candidates of
-at most SPECK_VOXELS voxels (noise specks: many, and easy) are sampled, `data.max_specks_per_case` per case.
-The exported package is the segmenter's (its weights, config and components) with this classifier added as
+of the segmenter's weights and the patch settings; a resumed or repeated run reads them back. The exported package is the segmenter's (its weights, config and components) with this classifier added as
 its `lesion_classifier` component, ready for `cacscoring score --model`.
 """
 
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.transforms import CastToTyped, Compose, RandRotated
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+from sklearn.metrics import confusion_matrix
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -32,7 +30,6 @@ from ..labels import ARTERY_BY_ID, MAX_LABEL, votes_per_region
 from .classification import ClassificationLoss
 from .data import Case, case_ids
 
-SPECK_VOXELS = 2
 CACHE_DIR = "candidates"
 CACHE_FORMAT = 1  # bump when what a cached item holds changes
 SEGMENTER_KEYS = ("description", "training_data", "accuracy", "training")
@@ -62,14 +59,7 @@ def case_items(case: Case, segmenter, model_config: dict, data: dict, device: to
     ct = CTVolume(array=case.image, spacing=case.spacing)
     seg = segment(ct, segmenter, device=device, return_probabilities=True, threshold_hu=float(data["candidate_threshold_hu"]))
     candidates = find_candidates(ct.array, float(data["candidate_threshold_hu"]))
-    ids = classifier_scope(candidates, seg.roi.slices, ct.spacing, float(model_config["max_candidate_mm3"]))
-    specks = ids[candidates.sizes[ids] <= SPECK_VOXELS]
-    cap = int(data["max_specks_per_case"])
-    if len(specks) > cap:
-        # Seeded by the case id, so a rebuilt cache holds the same specks.
-        rng = np.random.default_rng(int(hashlib.sha256(case.id.encode()).hexdigest()[:8], 16))
-        dropped = rng.choice(specks, size=len(specks) - cap, replace=False)
-        ids = np.setdiff1d(ids, dropped)
+    ids = classifier_scope(candidates, seg.roi.slices, ct.spacing, model_config)
     artery_u8 = quantize_probabilities(seg.probabilities[(slice(1, None), *seg.roi.slices)].astype(np.float32))
     origin = tuple(lo for lo, _ in seg.roi.bounds)
     inputs = classifier_inputs(ct.array, artery_u8, origin, candidates, ids, model_config, ct.spacing)
@@ -80,10 +70,17 @@ def case_items(case: Case, segmenter, model_config: dict, data: dict, device: to
     }
 
 
+def _mean_recall(matrix: np.ndarray) -> float:
+    """Balanced accuracy: the mean recall over the classes present in the truth (rows of the confusion matrix)."""
+    present = matrix.sum(axis=1) > 0
+    return float(np.mean(np.diag(matrix)[present] / matrix.sum(axis=1)[present]))
+
+
 class LesionClassifierTask:
     """Candidates of the segmenter's output, classified as not coronary or one artery (5 logits)."""
 
-    metric_name = "val_balanced_accuracy"
+    # What the pipeline takes from the classifier is mainly coronary or not (lesions.classifier_decisions).
+    metric_name = "val_coronary_balanced_accuracy"
 
     def __init__(self, config: dict, train_cases, val_cases):
         from ..models import load_package
@@ -107,6 +104,7 @@ class LesionClassifierTask:
             **model["kwargs"],
         )
         self.model_config["max_candidate_mm3"] = float(data["max_candidate_mm3"])
+        self.model_config["min_candidate_voxels"] = int(data["min_candidate_voxels"])
         self.device = resolve_device(config["train"]["device"])
         self.segmenter = load_package(data["segmenter"], self.device)
         if self.segmenter.config["task"] != "calcium":
@@ -132,8 +130,8 @@ class LesionClassifierTask:
             "segmenter_weights": sha256_file(self.segmenter.weights_path),
             "segmenter_config": self.segmenter.config,
             "classifier_preprocessing": self.model_config["preprocessing"],
-            "max_candidate_mm3": self.model_config["max_candidate_mm3"],
-            **{key: self.config["data"][key] for key in ("candidate_threshold_hu", "max_specks_per_case")},
+            **{key: self.model_config[key] for key in ("max_candidate_mm3", "min_candidate_voxels")},
+            "candidate_threshold_hu": self.config["data"]["candidate_threshold_hu"],
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -181,12 +179,12 @@ class LesionClassifierTask:
         loss = float(loss_fn(logits, torch.as_tensor(truth, device=device).long()))
         predicted = probabilities.argmax(axis=1)
         matrix = confusion_matrix(truth, predicted, labels=list(range(MAX_LABEL + 1)))
-        recall = {
-            CLASS_NAMES[k]: float(matrix[k, k] / matrix[k].sum()) for k in range(MAX_LABEL + 1) if matrix[k].sum()
-        }
+        recall = {CLASS_NAMES[k]: float(matrix[k, k] / matrix[k].sum()) for k in range(MAX_LABEL + 1) if matrix[k].sum()}
+        coronary = confusion_matrix(truth > 0, probabilities[:, 0] < 0.5, labels=[False, True])
         return {
             "val_loss": loss,
-            "val_balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
+            "val_coronary_balanced_accuracy": _mean_recall(coronary),
+            "val_balanced_accuracy": _mean_recall(matrix),
             "val_accuracy": float((predicted == truth).mean()),
             "val_recall_per_class": recall,
             "val_confusion_matrix": matrix.tolist(),

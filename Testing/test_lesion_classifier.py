@@ -245,3 +245,34 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
     assert _mean_recall(matrix) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     with pytest.warns(UserWarning):  # sklearn agrees, warning about the predicted class 1 that is not in the truth
         assert _mean_recall(matrix) == pytest.approx(balanced_accuracy_score(truth, predicted))
+
+
+def test_shipping_a_package_keeps_its_lesion_classifier(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    from CACScoringLib.models import build_network, save_package
+
+    spec = importlib.util.spec_from_file_location("evaluate_default_model", Path("scripts/evaluate_default_model.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    resources = tmp_path / "Resources"
+    (resources / "models").mkdir(parents=True)
+    (resources / "models.json").write_text(json.dumps({"models": []}), encoding="utf-8")
+    monkeypatch.setattr(script, "resources_dir", lambda: resources)
+
+    segmenter = load_package(calcium_everywhere_package(tmp_path / "segmenter"))
+    classifier_config = lesion_config()
+    classifier = build_network(classifier_config)
+    trained = save_package(tmp_path / "trained", segmenter.network, segmenter.config, {"id": "cac-x", "version": "2.0", "title": "x"},
+                           {"lesion_classifier": (classifier, classifier_config)})  # fmt: skip
+    headline = {"n_cases": 3, "lookalikes_per_case": [], "targets_met": {"lesion_f1": True}}
+    shipped = script.ship(load_package(trained), headline, resources / "models" / "cac-x", register_default=True)
+
+    package = load_package(shipped)
+    assert set(package.components) == {"lesion_classifier"}
+    for name, value in classifier.state_dict().items():
+        assert torch.equal(package.components["lesion_classifier"].network.state_dict()[name], value), name
+    assert package.metadata["held_out_evaluation"] == {"n_cases": 3, "targets_met": {"lesion_f1": True}}
+    registry = json.loads((resources / "models.json").read_text(encoding="utf-8"))
+    assert registry["default"] == "cac-x" and registry["models"][0]["path"] == "models/cac-x"

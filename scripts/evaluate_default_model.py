@@ -3,8 +3,8 @@
     python scripts/evaluate_default_model.py runs/default_phantom/package                 # report only
     python scripts/evaluate_default_model.py runs/default_phantom/package --ship --register-default
 
-Every held-out phantom (seeds 7000-7079 by default; training used 0-239, validation 1000-1005 and tuning
-2000-2119, see configs/default_phantom.yaml) goes through the inference pipeline as a user's CT would (heuristic heart
+Every held-out phantom (seeds 8000-8079 by default; training used 0-239, validation 1000-1005 and tuning
+2000-2119, see configs/default_phantom.yaml; the lesion classifier 3000-3879) goes through the inference pipeline as a user's CT would (heuristic heart
 ROI, 130 HU threshold, candidate lesions kept whole by majority) and is compared with its known labels by
 CACScoringLib.evaluation (voxel Dice, orCaScore lesion detection, Agatston ICC, risk-category kappa). On
 top, it counts how much of the phantom's aortic calcium and bone the model labelled as coronary.
@@ -48,8 +48,9 @@ from CACScoringLib.training import load_config  # noqa: E402
 # range(start, stop); disjoint from the training, validation and tuning seeds. Each set is evaluated once and
 # retired once it has informed a change: 5000-5039 (held out up to 1.0.0) compared 1.0.0 with its successor;
 # 1.1.0's errors on 6000-6079 (aortic calcium high on the ascending aorta called LM) shaped 1.2.0's
-# fine-tuning stage; 1.2.0 is reported on fresh seeds 7000-7079.
-HELD_OUT_SEEDS = (7000, 7080)
+# fine-tuning stage; 1.2.0's errors on 7000-7079 (aortic calcium at the ostia called LM, RCA plaques beside
+# the spine missed) motivated 1.3.0's lesion classifier, which is reported on fresh seeds 8000-8079.
+HELD_OUT_SEEDS = (8000, 8080)
 TARGETS = {"risk_kappa_linear": 0.95, "agatston_icc_per_artery": 0.99, "lesion_f1": 0.95}
 MAX_SHIPPED_MB = 25.0
 
@@ -149,7 +150,9 @@ def ship(package, headline: dict, folder: Path, register_default: bool) -> Path:
     metadata["held_out_evaluation"] = {
         key: value for key, value in headline.items() if key != "lookalikes_per_case"
     }
-    save_package(folder, package.network, package.config, metadata)
+    # Components (heart ROI, lesion classifier, ...) are saved with it; dropping them would ship another model.
+    components = {name: (part.network, part.config) for name, part in package.components.items()}
+    save_package(folder, package.network, package.config, metadata, components)
     size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
     if size_mb > MAX_SHIPPED_MB:
         raise SystemExit(f"shipped package is {size_mb:.1f} MB, over the {MAX_SHIPPED_MB} MB limit")
@@ -208,7 +211,10 @@ def _context_limitation(config: dict) -> str:
 
 def _training(meta: dict, run_config: dict) -> str:
     """How the shipped weights were trained: the committed config's two stages, plus the fine-tuning stage
-    when the shipped run started from their weights (train.init_from)."""
+    when the shipped run started from their weights (train.init_from), plus the lesion classifier when the
+    run trained one for the segmentation network."""
+    if run_config["task"] == "lesion_classifier":
+        return _segmenter_training(meta, run_config) + "\n\n" + _lesion_classifier_training(meta, run_config)
     finetuned = bool(run_config["train"].get("init_from"))
     base = load_config(ROOT / "configs" / "default_phantom.yaml") if finetuned else run_config
     data, loss, optim = base["data"], base["loss"], base["optim"]
@@ -237,6 +243,77 @@ phantom seeds {seeds[0]}-{seeds[1] - 1}, lr {run_config["optim"]["lr"]} ({_sched
 are its epoch {meta["training"]["best_epoch"]} (highest validation Dice)."""
 
 
+def _segmenter_training(meta: dict, run_config: dict) -> str:
+    """The segmentation network's training: from its own run's config where that run is at hand (its package
+    folder inside the run), else from the training record its package carries."""
+    segmenter = meta["segmenter"]
+    run = Path(segmenter["package"]).parent / "config.json"
+    if run.is_file():
+        text = _training(meta, json.loads(run.read_text(encoding="utf-8")))
+    else:
+        record = meta["training"]
+        origin = record.get("init_from")
+        stage = (
+            f" and fine-tuned from {origin['id']} {origin['version']} for {record['epochs_run']} epochs at lr "
+            f"{record['optim']['lr']}"
+            if origin
+            else ""
+        )
+        text = (
+            f"`configs/default_phantom.yaml` (`bash scripts/train_default_model.sh`, stages 1-3){stage}; training data: "
+            f"{meta['training_data']}; loss {record['loss']['name']}, shipped epoch {record['best_epoch']} (highest "
+            "validation Dice)."
+        )
+    return (
+        f"Segmentation network: the weights of {segmenter['id']} {segmenter['version']} (SHA-256 "
+        f"{segmenter['weights_sha256'][:12]}...), unchanged. {text}"
+    )
+
+
+def _lesion_classifier_training(meta: dict, run_config: dict) -> str:
+    data, record = run_config["data"], meta["lesion_classifier"]
+    phantom = data["phantom"]
+    accuracy = record["accuracy"]
+    recall = ", ".join(f"{name} {value:.3f}" for name, value in accuracy["val_recall_per_class"].items())
+    return f"""Lesion classifier: `cacscoring train configs/default_lesion_classifier.yaml`, on CPU, on the candidates of
+phantom seeds {phantom["train_seeds"][0]}-{phantom["train_seeds"][1] - 1} (validation {phantom["val_seeds"][0]}-{phantom["val_seeds"][1] - 1}),
+which the segmentation network never saw, generator options `{json.dumps(phantom["options"])}`; each
+phantom segmented by the network as a user's CT is, every candidate in scope one patch, its class the
+majority reference label of its voxels; loss {run_config["loss"]["name"]}, {run_config["optim"]["name"]} lr
+{run_config["optim"]["lr"]}, {_schedule(run_config["scheduler"])}, {record["training"]["epochs_run"]} epochs,
+in-plane rotations up to {run_config["augment"]["rotate_deg"]:g} degrees (no flips). Shipped epoch
+{record["training"]["best_epoch"]} (highest balanced accuracy on the validation candidates: {accuracy["val_balanced_accuracy"]:.3f};
+recall {recall})."""
+
+
+def _lesion_classifier_architecture(config: dict) -> str:
+    component = config["components"].get("lesion_classifier")
+    if component is None:
+        return ""
+    return (
+        " Each calcium candidate is then decided whole by a lesion classifier (MONAI `Classifier`, 3D; see "
+        "Preprocessing and inference)."
+    )
+
+
+def _lesion_classifier_inference(package) -> str:
+    classifier = package.components.get("lesion_classifier")
+    if classifier is None:
+        return ""
+    pre = classifier.config["preprocessing"]
+    z, y, x = pre["patch_size"]
+    kwargs = classifier.config["network"]["kwargs"]
+    n_params = sum(p.numel() for p in classifier.network.parameters())
+    return f"""
+Then the lesion classifier (`lesion_classifier` component; MONAI `Classifier`, channels {kwargs.get("channels")},
+{n_params:,} parameters) re-decides each candidate that touches the heart ROI and is at most
+{classifier.config["max_candidate_mm3"]:g} mm³, from a patch of {z} slices x {y} x {x} pixels of
+{pre["inplane_spacing_mm"]} mm around its centre: the CT (same HU window), the candidate's voxels and the
+network's four artery probabilities. Its class (not coronary, LM, LAD, LCX or RCA; coronary where P(not
+coronary) < 0.5) replaces the vote for that candidate, which it may also restore; larger candidates keep the
+vote."""
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -247,7 +324,10 @@ def model_card(package, headline: dict, training_config: dict) -> str:
     kwargs = config["network"]["kwargs"]
     n_params = sum(p.numel() for p in package.network.parameters())
     pre = config["preprocessing"]
-    data = training_config["data"]
+    segmenter_run = training_config
+    if training_config["task"] == "lesion_classifier":  # the segmentation network's phantoms are described here
+        segmenter_run = load_config(ROOT / "configs" / "default_phantom.yaml")
+    data = segmenter_run["data"]
     met = headline["targets_met"]
     icc = headline["agatston_icc"]
     dice = headline["dice_pooled"]
@@ -275,7 +355,7 @@ stay background.
 ## Architecture
 MONAI `{config["network"]["name"]}`, {config["spatial_dims"]}D, channels {kwargs.get("channels")}, strides
 {kwargs.get("strides")}, {kwargs.get("num_res_units")} residual unit(s) per level, {kwargs.get("norm")} norm;
-{n_params:,} parameters; input {_context(config)}; 5 output classes (background, LM, LAD, LCX, RCA).
+{n_params:,} parameters; input {_context(config)}; 5 output classes (background, LM, LAD, LCX, RCA).{_lesion_classifier_architecture(config)}
 
 ## Preprocessing and inference
 HU window {pre["hu_window"]} scaled to [0, 1]; axial slices at {pre["inplane_spacing_mm"]} mm in-plane.
@@ -284,7 +364,7 @@ Inference (`CACScoringLib.inference.segment`): anatomical heart ROI, crop resamp
 candidate >= 130 HU is kept whole with its majority artery when the network called at least
 {config.get("lesion_call_fraction", 0.5)} of its voxels calcium, else dropped. That share was chosen on separate
 tuning phantoms (seeds 2000-2119, `scripts/tune_lesion_call_fraction.py`: the fraction whose lowest target
-metric is highest), never on the held-out phantoms below.
+metric is highest), never on the held-out phantoms below.{_lesion_classifier_inference(package)}
 
 ## Training
 {_training(meta, training_config)}

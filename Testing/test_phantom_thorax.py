@@ -168,3 +168,35 @@ def test_no_calcium_when_asked():
     phantom = make_thorax_phantom(seed=2, p_no_calcium=1.0)
     assert not phantom.plaques and not phantom.labels.any()
     assert phantom.scores.total.agatston == 0 and phantom.scores.risk_category == "0"
+
+
+def test_lad_and_lcx_plaques_keep_clear_of_the_bifurcation(monkeypatch):
+    """At the bifurcation LAD and LCX coincide: a plaque there would carry whichever artery it was drawn on.
+    The centrelines are taken from the generator as it builds them; distances are measured here."""
+    import CACScoringLib.phantom.thorax as thorax
+
+    trees = []
+    build = thorax._coronary_tree
+
+    def recorded(*args, **kwargs):
+        trees.append(build(*args, **kwargs))
+        return trees[-1]
+
+    monkeypatch.setattr(thorax, "_coronary_tree", recorded)
+
+    def closest_to_sister_branch(**options) -> list[float]:
+        distances = []
+        for seed in range(2016, 2040):  # seeds of the tuning range that held plaques at the bifurcation
+            plaques = make_thorax_phantom(seed=seed, shape=(48, 128, 128), compute_scores=False, **options).plaques
+            sister = {"LAD": trees[-1]["LCX"][0], "LCX": trees[-1]["LAD"][0]}
+            distances += [
+                float(np.linalg.norm(sister[p.artery] - np.array(p.centre_mm), axis=1).min())
+                for p in plaques
+                if p.artery in sister
+            ]
+        return distances
+
+    anywhere = closest_to_sister_branch(bifurcation_clearance_mm=0.0)
+    assert min(anywhere) < 2.0  # without the clearance some plaques sit where both branches run
+    clear = closest_to_sister_branch()
+    assert len(clear) >= 20 and min(clear) >= 5.0

@@ -48,6 +48,10 @@ AGATSTON_PEAK_BANDS_HU = ((130.0, 200.0), (200.0, 300.0), (300.0, 400.0), (400.0
 VESSEL_RADIUS_MM = {"LM": (2.2, 2.0), "LAD": (1.8, 1.0), "LCX": (1.6, 1.0), "RCA": (2.0, 1.2)}  # start, end
 AORTA_RADIUS_MM = (13.0, 11.0)  # ascending, descending
 PLAQUE_SUPPORT_FRACTION = 0.1  # a voxel belongs to a calcification where it holds >= 10% of it (blurred)
+# Where LAD and LCX leave the LM their centrelines coincide, and a plaque there is the same object whichever
+# branch it was drawn on: its reference artery would be a coin toss no reader or model could match.
+SISTER_BRANCH = {"LAD": "LCX", "LCX": "LAD"}
+DEFAULT_BIFURCATION_CLEARANCE_MM = 5.0  # vessel radius (<= 2.2 mm) + plaque half-width (<= 2.5 mm), rounded up
 MAX_BACKGROUND_HU = 100.0  # a plaque is only placed where nothing else nearby reaches this
 CURVE_STEP_MM = 0.3
 
@@ -151,6 +155,10 @@ class _Heart:
         ):
             q = q + ((dx * axis[0] + dy * axis[1] + dz * axis[2]) / semi) ** 2
         return q
+
+
+def _distance_to_curve(point: np.ndarray, curve: np.ndarray) -> float:
+    return float(np.linalg.norm(curve - point, axis=1).min())
 
 
 def _coronary_tree(heart: _Heart, rng: np.random.Generator, root: np.ndarray, aorta_radius: float):
@@ -306,6 +314,7 @@ def make_thorax_phantom(
     plaque_peak_hu=(150.0, 1000.0),
     plaque_size_mm=(0.8, 2.5),
     n_aortic_calcifications=(0, 5),
+    bifurcation_clearance_mm: float = DEFAULT_BIFURCATION_CLEARANCE_MM,
     compute_scores: bool = True,
 ) -> ThoraxPhantom:
     """A random but anatomically plausible non-contrast cardiac CT with labelled coronary calcium.
@@ -313,7 +322,9 @@ def make_thorax_phantom(
     shape (z, y, x), spacing (x, y, z) mm. noise_hu None draws the noise SD from 8-22 HU. n_plaques maps
     artery -> (min, max) plaque count (default DEFAULT_N_PLAQUES). Plaque target peaks fall in
     plaque_peak_hu, spread over the four Agatston density bands; plaque semi-axes across the vessel lie in
-    plaque_size_mm (up to twice as long along it).
+    plaque_size_mm (up to twice as long along it). LAD and LCX plaques are centred at least
+    bifurcation_clearance_mm from the other branch's centreline (0: anywhere, as the generator placed them
+    before this option; the shipped default model's training phantoms were drawn so).
     """
     rng = np.random.default_rng(seed)
     counts = {**DEFAULT_N_PLAQUES, **(n_plaques or {})}
@@ -504,6 +515,8 @@ def make_thorax_phantom(
             across = rng.uniform(*plaque_size_mm)
             semi = (min(across * rng.uniform(1.0, 2.0), 5.0), across, across * rng.uniform(0.6, 1.0))
             centre = points[i] + radii[i] * rng.uniform(0.2, 0.7) * rotation[:, 1]
+            if key in SISTER_BRANCH and _distance_to_curve(centre, tree[SISTER_BRANCH[key]][0]) < bifurcation_clearance_mm:
+                continue
             band = bands[int(rng.integers(len(bands)))]
             target = float(rng.uniform(band[0], band[1]))
             placed = place(centre, semi, rotation, target)

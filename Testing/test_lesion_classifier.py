@@ -276,3 +276,25 @@ def test_shipping_a_package_keeps_its_lesion_classifier(tmp_path, monkeypatch):
     assert package.metadata["held_out_evaluation"] == {"n_cases": 3, "targets_met": {"lesion_f1": True}}
     registry = json.loads((resources / "models.json").read_text(encoding="utf-8"))
     assert registry["default"] == "cac-x" and registry["models"][0]["path"] == "models/cac-x"
+
+
+def test_candidates_the_vote_dropped_are_read_off_their_patch_and_repeated():
+    from types import SimpleNamespace
+
+    from CACScoringLib.training.lesion_classifier import LesionClassifierTask, vote_missed
+
+    patch = np.zeros((len(INPUT_CHANNELS), 1, 2, 5), np.float32)
+    patch[1, 0, 0, :] = 1.0  # a 5-voxel candidate; the network calls 2 of them LAD (0.6), 1 split (0.3 + 0.3)
+    patch[3, 0, 0, :2] = 0.6
+    patch[3:5, 0, 0, 2] = 0.3
+    patch[2:6, 0, 1, :] = 1.0  # confident calls outside the candidate count for nothing
+    assert vote_missed(patch, 0.7)  # 3 of 5 called: 0.6 < 0.7
+    assert not vote_missed(patch, 0.6)
+    assert not vote_missed(np.zeros_like(patch), 0.5)  # no candidate voxel in view: nothing to say
+
+    items = [{"target": 2, "vote_missed": True}, {"target": 0, "vote_missed": True}, {"target": 4, "vote_missed": False}]
+    task = SimpleNamespace(train_items=items, config={"data": {"missed_positive_repeats": 3}})
+    listed = LesionClassifierTask.epoch_items(task, np.random.default_rng(0))
+    assert [id(item) for item in listed] == [id(items[0]), id(items[1]), id(items[2]), id(items[0]), id(items[0])]
+    with pytest.raises(InputError, match="missed_positive_repeats"):
+        load_config(Path("configs/default_lesion_classifier.yaml"), ["data.missed_positive_repeats=0"])

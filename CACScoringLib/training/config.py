@@ -56,6 +56,7 @@ DEFAULTS: dict = {
         "segmenter": None,  # lesion_classifier: the calcium model package (folder or registry id) it decides for
         "max_candidate_mm3": 1500.0,  # lesion_classifier: larger candidates are left to the segmenter's vote
         "min_candidate_voxels": 3,  # lesion_classifier: smaller candidates (noise specks) are left to the vote
+        "missed_positive_repeats": 1,  # lesion_classifier: times per epoch a coronary candidate the vote dropped is listed
         "volume_size": [32, 128, 128],  # vessel_regression: slices kept around the centre, in-plane size
         "cam_slices": 4,  # slice_classification: validation slices written as class activation map overlays
     },
@@ -214,6 +215,9 @@ def _check_choices(config: dict) -> None:
     if config["task"] == "lesion_classifier":
         if not config["data"]["segmenter"]:
             raise InputError("lesion_classifier needs data.segmenter=PACKAGE, the calcium model whose candidates it decides")
+        repeats = config["data"]["missed_positive_repeats"]
+        if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+            raise InputError(f"data.missed_positive_repeats={repeats!r} must be a whole number >= 1 (1: no repeats)")
         if float(config["augment"]["flip_prob"]) > 0:
             raise InputError("lesion_classifier: augment.flip_prob must be 0 (a mirrored patch swaps left and right arteries)")
     low, high = config["data"]["hu_window"]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..labels import ARTERY_BY_ID, MAX_LABEL, votes_per_region
+from ..models.networks import DEFAULT_LESION_CALL_FRACTION
 from .classification import ClassificationLoss
 from .data import Case, case_ids
 
@@ -68,6 +69,17 @@ def case_items(case: Case, segmenter, model_config: dict, data: dict, device: to
         "targets": reference_classes(candidates, ids, case.labels),
         "voxels": candidates.sizes[ids].astype(np.int64),
     }
+
+
+def vote_missed(patch: np.ndarray, fraction: float) -> bool:
+    """Whether the segmenter's vote dropped a candidate, read off its patch (INPUT_CHANNELS): the network
+    called under `fraction` of the candidate's voxels calcium (its artery probabilities summing to >= 0.5)."""
+    patch = np.asarray(patch, np.float32)
+    inside = patch[1] > 0.5
+    if not inside.any():
+        return False
+    called = patch[2:, inside].sum(axis=0) >= 0.5
+    return bool(called.mean() < fraction)
 
 
 def _mean_recall(matrix: np.ndarray) -> float:
@@ -139,6 +151,7 @@ class LesionClassifierTask:
         folder = Path(self.config["output_dir"]) / CACHE_DIR / self._cache_key()
         folder.mkdir(parents=True, exist_ok=True)
         items = []
+        fraction = float(self.segmenter.config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION))
         ids = case_ids(cases)
         bar = tqdm(ids, desc=f"{role} candidates", disable=not self.config["train"]["progress"])
         for index, case_id in enumerate(bar):
@@ -150,7 +163,8 @@ class LesionClassifierTask:
                 for number, (image, target, voxels) in enumerate(
                     zip(cached["inputs"], cached["targets"], cached["voxels"], strict=True)
                 ):
-                    items.append({"image": image, "target": int(target), "voxels": int(voxels), "case": path.stem, "candidate": number})
+                    items.append({"image": image, "target": int(target), "voxels": int(voxels), "case": path.stem,
+                                  "candidate": number, "vote_missed": vote_missed(image, fraction)})  # fmt: skip
         return items
 
     def build_model(self) -> nn.Module:
@@ -162,7 +176,12 @@ class LesionClassifierTask:
         return ClassificationLoss(self.config["loss"])
 
     def epoch_items(self, rng: np.random.Generator) -> list[dict]:
-        return self.train_items
+        """Every training candidate once, and the coronary ones the segmenter's vote dropped
+        data.missed_positive_repeats times: they are what the classifier exists to restore, yet they are few
+        beside the look-alikes the network also called background."""
+        extra = int(self.config["data"]["missed_positive_repeats"]) - 1
+        missed = [item for item in self.train_items if item["target"] > 0 and item["vote_missed"]]
+        return self.train_items + missed * extra
 
     @staticmethod
     def batch(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

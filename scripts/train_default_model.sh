@@ -2,7 +2,7 @@
 # Reproduce the shipped default model: train its segmentation network on phantoms (configs/default_phantom.yaml,
 # two stages, about 35 min on 2 CPU cores, then a fine-tuning stage from their weights, about 20 min), choose
 # its lesion_call_fraction on tuning phantoms, train its lesion classifier on the network's candidates
-# (configs/default_lesion_classifier.yaml, about 30 min), evaluate the whole on held-out phantoms and install it
+# (configs/default_lesion_classifier.yaml, about 45 min), evaluate the whole on held-out phantoms and install it
 # as Resources/models/cac-unet2d-phantom, the registry default. The shipped model misses some
 # targets (see its MODEL_CARD.md), hence --accept-unmet-targets. Extra arguments go to every `cacscoring train`
 # stage as overrides (e.g. train.device=cuda).

@@ -179,6 +179,11 @@ TASK_LOSSES = {
 }
 
 
+def _is_count(value) -> bool:
+    """A whole number >= 1 as YAML gives it (YAML's true/false are Python ints too)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _check_choices(config: dict) -> None:
     for path, allowed in CHOICES.items():
         node = config
@@ -197,13 +202,13 @@ def _check_choices(config: dict) -> None:
     if config["data"]["source"] == "manifest" and not config["data"]["manifest"]:
         raise InputError("data.source is manifest but data.manifest is not set; give data.manifest=PATH")
     for artery, repeats in config["data"]["artery_slice_repeats"].items():
-        if artery not in LABEL_ID or not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        if artery not in LABEL_ID or not _is_count(repeats):
             raise InputError(
                 f"data.artery_slice_repeats {artery}: {repeats!r} is not an artery and a whole number >= 1; "
                 "write e.g. {LM: 3}"
             )
     context = config["model"]["context_slices"]
-    if not isinstance(context, int) or isinstance(context, bool) or context < 1 or context % 2 == 0:
+    if not _is_count(context) or context % 2 == 0:
         raise InputError(f"model.context_slices={context!r} must be an odd whole number (1, 3, 5, ...)")
     if context > 1 and int(config["model"]["spatial_dims"]) != 2:
         raise InputError("model.context_slices > 1 is for 2D models; a 3D model sees its neighbours already")
@@ -216,7 +221,7 @@ def _check_choices(config: dict) -> None:
         if not config["data"]["segmenter"]:
             raise InputError("lesion_classifier needs data.segmenter=PACKAGE, the calcium model whose candidates it decides")
         repeats = config["data"]["missed_positive_repeats"]
-        if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        if not _is_count(repeats):
             raise InputError(f"data.missed_positive_repeats={repeats!r} must be a whole number >= 1 (1: no repeats)")
         if float(config["augment"]["flip_prob"]) > 0:
             raise InputError("lesion_classifier: augment.flip_prob must be 0 (a mirrored patch swaps left and right arteries)")

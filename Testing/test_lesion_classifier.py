@@ -233,6 +233,11 @@ def test_tiny_lesion_classifier_trains_packages_and_runs_in_inference(tmp_path, 
     again = train(load_config(Path("configs/default_lesion_classifier.yaml"), [*tiny_overrides(tmp_path, segmenter), "train.epochs=1"]))
     assert again.history[0]["train_loss"] == pytest.approx(result.history[0]["train_loss"])
 
+    # Phantoms of the same seeds drawn with other options are other cases: their cached items are not reused.
+    noisier = COARSE_PHANTOMS.replace("options: {", "options: {noise_hu: 30.0, ")
+    with pytest.raises(AssertionError, match="not read from the cache"):
+        train(load_config(Path("configs/default_lesion_classifier.yaml"), [*tiny_overrides(tmp_path, segmenter), f"data.phantom={noisier}"]))
+
 
 def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
     from sklearn.metrics import balanced_accuracy_score

@@ -7,8 +7,10 @@ bone, noise). Train on cases the segmenter was not trained on: on its own traini
 are more certain than on new CTs, and the classifier would learn to trust them too much.
 
 Segmenting every case is the slow part, so each case's items are cached in OUTPUT_DIR/candidates/ under a key
-of the segmenter's weights and the patch settings; a resumed or repeated run reads them back. The exported package is the segmenter's (its weights, config and components) with this classifier added as
-its `lesion_classifier` component, ready for `cacscoring score --model`.
+of the segmenter's weights, the patch settings and what the cases are drawn from (phantom shape and options,
+manifest); a resumed or repeated run reads them back. The exported package is the segmenter's (its weights,
+config and components) with this classifier added as its `lesion_classifier` component, ready for
+`cacscoring score --model`.
 """
 
 from __future__ import annotations
@@ -144,8 +146,19 @@ class LesionClassifierTask:
             "classifier_preprocessing": self.model_config["preprocessing"],
             **{key: self.model_config[key] for key in ("max_candidate_mm3", "min_candidate_voxels")},
             "candidate_threshold_hu": self.config["data"]["candidate_threshold_hu"],
+            "cases": self._cases_drawn(),
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _cases_drawn(self) -> dict:
+        """What a case id stands for: a phantom seed means nothing without the generator's shape and options,
+        a manifest's patient id nothing without its manifest."""
+        from ..models.package import sha256_file
+
+        data = self.config["data"]
+        if data["source"] == "phantom":
+            return {"phantom": {key: data["phantom"][key] for key in ("shape", "options")}}
+        return {"manifest": sha256_file(Path(data["manifest"]))}
 
     def _items(self, cases, role: str) -> list[dict]:
         folder = Path(self.config["output_dir"]) / CACHE_DIR / self._cache_key()

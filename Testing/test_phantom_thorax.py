@@ -9,7 +9,7 @@ import pytest
 
 from CACScoringLib.labels import ARTERIES, LABEL_ID
 from CACScoringLib.phantom import make_thorax_phantom
-from CACScoringLib.phantom.thorax import BLOOD, LUNG
+from CACScoringLib.phantom.thorax import BLOOD, FAT, LUNG
 from CACScoringLib.scoring import PRESETS, score_volume
 
 SEEDS = range(10)
@@ -200,3 +200,48 @@ def test_lad_and_lcx_plaques_keep_clear_of_the_bifurcation(monkeypatch):
     assert min(anywhere) < 2.0  # without the clearance some plaques sit where both branches run
     clear = closest_to_sister_branch()
     assert len(clear) >= 20 and min(clear) >= 5.0
+
+
+def _descending_aorta_axis(anatomy, z_mm: float) -> np.ndarray:
+    tube = anatomy["descending_aorta"]
+    start, direction = np.array(tube["start_mm"]), np.array(tube["direction"])
+    return start + direction * (z_mm - start[2]) / direction[2]
+
+
+def test_the_descending_aorta_keeps_clear_of_the_heart_and_the_spine():
+    """Drawn freely, the descending aorta overlapped the heart's posterior wall, and distal RCA plaques lay
+    inside its lumen. Now its wall keeps 5 mm outside the epicardial fat (the heart ellipsoid, a long and
+    b short semi-axes, grown by the fat) and out of the vertebral body; checked here on each slice."""
+
+    def wall_distance(anatomy, point) -> float:
+        return float(np.linalg.norm((np.asarray(point) - _descending_aorta_axis(anatomy, point[2]))[:2])) - anatomy["descending_aorta"]["radius_mm"]
+
+    before = make_thorax_phantom(seed=10044, compute_scores=False, descending_aorta_clearance_mm=None)
+    assert min(wall_distance(before.anatomy, p.centre_mm) for p in before.plaques if p.artery == "RCA") < 0.0
+
+    angles = np.radians(np.arange(0.0, 360.0, 5.0))
+    for seed in [10044, *range(10000, 10012)]:
+        phantom = make_thorax_phantom(seed=seed, compute_scores=False)
+        anatomy = phantom.anatomy
+        centre, long_axis = np.array(anatomy["heart_centre_mm"]), np.array(anatomy["heart_long_axis"])
+        a, b, _ = anatomy["heart_semi_axes_mm"]
+        fat = anatomy["epicardial_fat_mm"]
+        radius = anatomy["descending_aorta"]["radius_mm"]
+        spine, vertebra_r = np.array(anatomy["spine_centre_mm"]), anatomy["vertebral_body_radius_mm"]
+        z0, dz = phantom.ct.origin[2], phantom.ct.spacing[2]
+        for z in z0 + dz * np.arange(phantom.ct.shape[0]):
+            axis = _descending_aorta_axis(anatomy, z)
+            assert np.linalg.norm(axis[:2] - spine) >= vertebra_r + radius - 0.01
+            ring = axis + (radius + 5.0 - 0.2) * np.stack([np.cos(angles), np.sin(angles), 0 * angles], axis=1)
+            along = (ring - centre) @ long_axis
+            across = np.linalg.norm(ring - centre - along[:, None] * long_axis, axis=1)
+            assert ((along / (a + fat)) ** 2 + (across / (b + fat)) ** 2 > 1.0).all(), (seed, z)
+        assert all(wall_distance(anatomy, p.centre_mm) > 5.0 for p in phantom.plaques)
+        # Blood inside, and fat around it where it runs beside the vertebra in the mediastinal muscle.
+        k = phantom.ct.shape[0] // 2
+        axis = _descending_aorta_axis(anatomy, z0 + dz * k)
+        middle_slice = phantom.ct.array[k]
+        inside = voxel(phantom.ct, axis)
+        assert abs(middle_slice[inside[1:]] - BLOOD) < 80.0
+        rim = [voxel(phantom.ct, axis + (radius + 1.5) * np.array([np.cos(t), np.sin(t), 0.0]))[1:] for t in angles]
+        assert np.median([middle_slice[j, i] for j, i in rim]) < FAT + 60.0

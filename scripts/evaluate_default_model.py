@@ -41,7 +41,11 @@ from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package, save_package, validate_config  # noqa: E402
 from CACScoringLib.models.package import WEIGHTS_FILE, sha256_file  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
-from CACScoringLib.phantom.thorax import DEFAULT_BIFURCATION_CLEARANCE_MM, DEFAULT_N_PLAQUES  # noqa: E402
+from CACScoringLib.phantom.thorax import (  # noqa: E402
+    DEFAULT_BIFURCATION_CLEARANCE_MM,
+    DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
+    DEFAULT_N_PLAQUES,
+)
 from CACScoringLib.resources import resources_dir  # noqa: E402
 from CACScoringLib.training import load_config  # noqa: E402
 
@@ -330,16 +334,26 @@ it, else takes the classifier's likeliest artery. Larger candidates and specks o
 {classifier.config["min_candidate_voxels"]} voxels keep the vote."""
 
 
-def _bifurcation_note(training: dict, held_out: dict) -> str:
+def _generator_notes(training: dict, held_out: dict) -> str:
+    """What the held-out phantoms draw differently from the training ones, and why."""
+    notes = ""
     trained, evaluated = (float(o.get("bifurcation_clearance_mm", DEFAULT_BIFURCATION_CLEARANCE_MM)) for o in (training, held_out))
-    if trained >= evaluated:
-        return ""
-    return (
-        f" The training phantoms place LAD and LCX plaques as close as {trained:g} mm to the other branch, right at"
-        " the bifurcation where the two centrelines coincide: such a plaque is the same object whichever branch it was"
-        " drawn on, so its reference artery is a coin toss. The held-out phantoms keep LAD/LCX plaques at least"
-        f" {evaluated:g} mm from the other branch, so that every reference label can be decided from the image."
-    )
+    if trained < evaluated:
+        notes += (
+            f" The training phantoms place LAD and LCX plaques as close as {trained:g} mm to the other branch, right at"
+            " the bifurcation where the two centrelines coincide: such a plaque is the same object whichever branch it"
+            " was drawn on, so its reference artery is a coin toss. The held-out phantoms keep LAD/LCX plaques at least"
+            f" {evaluated:g} mm from the other branch, so that every reference label can be decided from the image."
+        )
+    trained, evaluated = (o.get("descending_aorta_clearance_mm", DEFAULT_DESCENDING_AORTA_CLEARANCE_MM) for o in (training, held_out))
+    if trained is None and evaluated is not None:
+        notes += (
+            " In the training phantoms the descending aorta was drawn where it fell, overlapping the heart's posterior"
+            " wall in many of them, with some distal RCA plaques inside its lumen, indistinguishable from aortic calcium."
+            f" In the held-out phantoms its wall keeps {evaluated:g} mm outside the heart's epicardial fat, beside the"
+            " vertebra and outlined by fat, as on CT."
+        )
+    return notes
 
 
 def _fmt(value) -> str:
@@ -377,7 +391,7 @@ calcified plaques of 150-1000 HU peak, 0-5 aortic calcifications, noise 8-22 HU)
 training and validation phantoms: `{json.dumps(data["phantom"]["options"])}` (plaque counts per artery as
 [min, max]); the held-out phantoms use the generator defaults (plaques per artery
 `{json.dumps(DEFAULT_N_PLAQUES)}`, 20% of cases without coronary calcium) and
-`{json.dumps(headline["phantom_options"])}`.{_bifurcation_note(data["phantom"]["options"], headline["phantom_options"])} Labels are the phantom's truth, as a reader's click gives
+`{json.dumps(headline["phantom_options"])}`.{_generator_notes(data["phantom"]["options"], headline["phantom_options"])} Labels are the phantom's truth, as a reader's click gives
 it: the whole 26-connected region >= 130 HU holding a coronary plaque carries its artery; aortic calcium and bone
 stay background.
 
@@ -450,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
         help="phantom generator option: LAD/LCX plaques at least this far from the other branch (default: the generator's)",
     )
     parser.add_argument(
+        "--descending-aorta-clearance-mm",
+        type=lambda text: None if text.lower() == "none" else float(text),
+        default=DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
+        help="phantom generator option: the descending aorta's wall this far outside the heart's epicardial fat;"
+        " 'none' leaves it where drawn, as before the option (default: the generator's)",
+    )
+    parser.add_argument(
         "--lesion-call-fraction",
         type=float,
         help="set the package's lesion_call_fraction first (choose it with scripts/tune_lesion_call_fraction.py)",
@@ -474,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         package.config["lesion_call_fraction"] = args.lesion_call_fraction
         validate_config(package.config)
     output = args.output or args.package / "evaluation"
-    phantom_options = {"bifurcation_clearance_mm": args.bifurcation_clearance_mm}
+    phantom_options = {
+        "bifurcation_clearance_mm": args.bifurcation_clearance_mm,
+        "descending_aorta_clearance_mm": args.descending_aorta_clearance_mm,
+    }
     if len(args.seeds) % 2:
         parser.error("--seeds takes START STOP pairs")
     blocks = [range(start, stop) for start, stop in zip(args.seeds[::2], args.seeds[1::2], strict=True)]

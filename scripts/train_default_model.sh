@@ -20,9 +20,9 @@ run=runs/default_phantom_finetuned
 .venv/bin/python -m CACScoringLib train "$config" output_dir="$run" train.init_from="$base/package" \
   train.epochs=10 optim.lr=5.0e-4 data.hard_negative_fraction=0.3 data.hard_negative_slices=true \
   "data.phantom.train_seeds=[0, 240]" "$@"
-# Tuning phantoms drawn as the training ones (bifurcation_clearance_mm 0, see configs/default_phantom.yaml).
+# Tuning phantoms drawn as the training ones (clearances off, see configs/default_phantom.yaml).
 .venv/bin/python scripts/tune_lesion_call_fraction.py "$run/package" --output "$run/tuning.json" \
-  --bifurcation-clearance-mm 0
+  --bifurcation-clearance-mm 0 --descending-aorta-clearance-mm none
 fraction=$(.venv/bin/python -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$run/tuning.json")
 # Stage 4: the lesion classifier, on phantoms the network never saw (see its config's comments).
 classifier=runs/default_lesion_classifier

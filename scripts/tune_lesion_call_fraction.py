@@ -29,7 +29,10 @@ from CACScoringLib.inference.pipeline import calcium_labels, lesion_labels  # no
 from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
-from CACScoringLib.phantom.thorax import DEFAULT_BIFURCATION_CLEARANCE_MM  # noqa: E402
+from CACScoringLib.phantom.thorax import (  # noqa: E402
+    DEFAULT_BIFURCATION_CLEARANCE_MM,
+    DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
+)
 
 # Disjoint from training (0-239), validation (1000-1005) and held-out (5000-, 6000-, 7000-) seeds. 120, not the 40 used
 # up to 1.0.0: on 40 phantoms one or two lesions swing the per-artery ICC, and the fraction they chose
@@ -50,12 +53,24 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_BIFURCATION_CLEARANCE_MM,
         help="phantom generator option: LAD/LCX plaques at least this far from the other branch (default: the generator's)",
     )
+    parser.add_argument(
+        "--descending-aorta-clearance-mm",
+        type=lambda text: None if text.lower() == "none" else float(text),
+        default=DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
+        help="phantom generator option: the descending aorta's wall this far outside the heart's epicardial fat;"
+        " 'none' leaves it where drawn, as before the option (default: the generator's)",
+    )
     args = parser.parse_args(argv)
     package = load_package(args.package, "cpu")
 
     phantoms = []
     for seed in range(*args.seeds):
-        phantom = make_thorax_phantom(seed=seed, compute_scores=False, bifurcation_clearance_mm=args.bifurcation_clearance_mm)
+        phantom = make_thorax_phantom(
+            seed=seed,
+            compute_scores=False,
+            bifurcation_clearance_mm=args.bifurcation_clearance_mm,
+            descending_aorta_clearance_mm=args.descending_aorta_clearance_mm,
+        )
         seg = segment(phantom.ct, package, device="cpu", return_probabilities=True)
         crop = seg.roi.slices
         calls = np.zeros(phantom.ct.shape, np.uint8)

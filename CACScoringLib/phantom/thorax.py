@@ -52,6 +52,10 @@ PLAQUE_SUPPORT_FRACTION = 0.1  # a voxel belongs to a calcification where it hol
 # branch it was drawn on: its reference artery would be a coin toss no reader or model could match.
 SISTER_BRANCH = {"LAD": "LCX", "LCX": "LAD"}
 DEFAULT_BIFURCATION_CLEARANCE_MM = 5.0  # vessel radius (<= 2.2 mm) + plaque half-width (<= 2.5 mm), rounded up
+# The descending aorta runs behind the left atrium with the oesophagus and pericardium between: no coronary
+# artery reaches it. Drawn freely, the heart's posterior wall (and the distal RCA on it) can overlap its tube.
+DEFAULT_DESCENDING_AORTA_CLEARANCE_MM = 5.0  # from its wall to the heart's epicardial fat
+PERIAORTIC_FAT_MM = 3.0
 MAX_BACKGROUND_HU = 100.0  # a plaque is only placed where nothing else nearby reaches this
 CURVE_STEP_MM = 0.3
 
@@ -140,6 +144,14 @@ class _Heart:
         radial = np.cos(phi)[:, None] * self.ant + np.sin(phi)[:, None] * self.side
         return self.centre + (u * self.a)[:, None] * self.long + rho[:, None] * radial
 
+    def outline(self, scale_mm: float, step_deg: float = 3.0) -> np.ndarray:
+        """(N, 3) points on the ellipsoid with semi-axes grown by scale_mm (local_q(scale_mm) == 1)."""
+        theta, phi = np.meshgrid(np.radians(np.arange(0.0, 180.0 + step_deg, step_deg)), np.radians(np.arange(0.0, 360.0, step_deg)))
+        theta, phi = theta.ravel()[:, None], phi.ravel()[:, None]
+        a, b = self.a + scale_mm, self.b + scale_mm
+        radial = np.cos(phi) * self.ant + np.sin(phi) * self.side
+        return self.centre + a * np.cos(theta) * self.long + b * np.sin(theta) * radial
+
     def local_q(self, xs, ys, zs, scale_mm=0.0, long_scale=1.0):
         """Ellipsoid quadratic form (<= 1 inside) on a box of world coordinates, semi-axes grown by scale_mm."""
         dx, dy, dz = (
@@ -159,6 +171,33 @@ class _Heart:
 
 def _distance_to_curve(point: np.ndarray, curve: np.ndarray) -> float:
     return float(np.linalg.norm(curve - point, axis=1).min())
+
+
+def _clear_of_heart(start, direction, radius, heart: _Heart, fat_mm: float, clearance_mm: float, spine, zs) -> np.ndarray:
+    """The start of a vertical tube moved in the axial plane until its wall is clearance_mm outside the heart's
+    epicardial fat, pushed away from the heart's centre and, where that presses it into the vertebral body
+    (spine: centre x, y and radius) on any slice zs, around the vertebra."""
+    surface = heart.outline(fat_mm)
+    spine_xy, vertebra_r = np.asarray(spine[:2], dtype=np.float64), float(spine[2])
+    start = np.asarray(start, dtype=np.float64).copy()
+
+    def axis_at(z):
+        return start + direction * ((np.asarray(z) - start[2]) / direction[2])[:, None]
+
+    for _ in range(200):
+        offsets = surface - axis_at(surface[:, 2])
+        deficit = radius + clearance_mm - np.linalg.norm(offsets[:, :2], axis=1).min()
+        from_spine = axis_at(zs)[:, :2] - spine_xy
+        nearest = int(np.linalg.norm(from_spine, axis=1).argmin())
+        overlap = vertebra_r + radius - np.linalg.norm(from_spine[nearest])
+        if deficit <= 0.0 and overlap <= 0.0:
+            break
+        if overlap > 0.0:
+            start[:2] += (overlap + 0.1) * _unit(from_spine[nearest])
+        else:
+            away = axis_at([heart.centre[2]])[0] - heart.centre
+            start[:2] += (deficit + 0.1) * _unit(away[:2])
+    return start
 
 
 def _coronary_tree(heart: _Heart, rng: np.random.Generator, root: np.ndarray, aorta_radius: float):
@@ -315,6 +354,7 @@ def make_thorax_phantom(
     plaque_size_mm=(0.8, 2.5),
     n_aortic_calcifications=(0, 5),
     bifurcation_clearance_mm: float = DEFAULT_BIFURCATION_CLEARANCE_MM,
+    descending_aorta_clearance_mm: float | None = DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
     compute_scores: bool = True,
 ) -> ThoraxPhantom:
     """A random but anatomically plausible non-contrast cardiac CT with labelled coronary calcium.
@@ -324,7 +364,10 @@ def make_thorax_phantom(
     plaque_peak_hu, spread over the four Agatston density bands; plaque semi-axes across the vessel lie in
     plaque_size_mm (up to twice as long along it). LAD and LCX plaques are centred at least
     bifurcation_clearance_mm from the other branch's centreline (0: anywhere, as the generator placed them
-    before this option; the shipped default model's training phantoms were drawn so).
+    before this option; the shipped default model's training phantoms were drawn so). The descending aorta is
+    moved away from the heart until its wall is descending_aorta_clearance_mm outside the epicardial fat (None:
+    where it was drawn, overlapping the heart's posterior wall and distal RCA in some phantoms, as before this
+    option).
     """
     rng = np.random.default_rng(seed)
     counts = {**DEFAULT_N_PLAQUES, **(n_plaques or {})}
@@ -387,8 +430,21 @@ def make_thorax_phantom(
     vertebra_r = rng.uniform(15.0, 19.0)
     descending_start = np.array([vertebra_r + rng.uniform(5.0, 9.0), spine_y - rng.uniform(10.0, 16.0), 0.0])
     descending_dir = (rng.uniform(-0.05, 0.05), 0.0, 1.0)
-    _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r, BLOOD)
     tree = _coronary_tree(heart, rng, root, ascending_r)
+    if descending_aorta_clearance_mm is not None:
+        descending_start = _clear_of_heart(
+            descending_start,
+            _unit(descending_dir),
+            descending_r,
+            heart,
+            epicardial_fat,
+            descending_aorta_clearance_mm,
+            (0.0, spine_y, vertebra_r),
+            zs,
+        )
+        # Moved beside the vertebra it would lie in muscle of nearly its own HU: fat outlines it, as on CT.
+        _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r + PERIAORTIC_FAT_MM, FAT)
+    _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r, BLOOD)
     for points, radii in tree.values():
         _paint_tube(image, grid, points, radii, BLOOD)
 
@@ -562,6 +618,13 @@ def make_thorax_phantom(
         "heart_semi_axes_mm": [heart.a, heart.b, heart.b],
         "heart_long_axis": heart.long.tolist(),
         "aortic_root_mm": root.tolist(),
+        "epicardial_fat_mm": float(epicardial_fat),
+        "ascending_aorta": {"start_mm": root.tolist(), "direction": _unit(ascending_dir).tolist(), "radius_mm": ascending_r},
+        "descending_aorta": {
+            "start_mm": descending_start.tolist(),
+            "direction": _unit(descending_dir).tolist(),
+            "radius_mm": descending_r,
+        },
         "lung_centres_mm": [[side * body_a * 0.45, 8.0] for side in (-1.0, 1.0)],
         "spine_centre_mm": [0.0, float(spine_y)],
         "vertebral_body_radius_mm": float(vertebra_r),

@@ -128,6 +128,22 @@ def test_cli_count_writes_case_folders_with_consecutive_seeds(tmp_path):
     assert seeds == [5, 6]
 
 
+def test_cli_clearance_options_reach_the_generator(tmp_path):
+    """`none` and 0 give the phantoms drawn before the clearances; the defaults move the descending aorta."""
+    shape = ["16", "200", "200"]
+    assert main(["phantom", str(tmp_path / "before"), "--seed", "10044", "--shape", *shape, "--noise", "0",
+                 "--bifurcation-clearance-mm", "0", "--descending-aorta-clearance-mm", "none"]) == 0  # fmt: skip
+    assert main(["phantom", str(tmp_path / "now"), "--seed", "10044", "--shape", *shape, "--noise", "0"]) == 0
+    expected = make_thorax_phantom(
+        seed=10044, shape=(16, 200, 200), noise_hu=0.0, bifurcation_clearance_mm=0.0, descending_aorta_clearance_mm=None
+    )
+    before, now = (read_ct(tmp_path / name / "thorax_ct.nii.gz").array for name in ("before", "now"))
+    np.testing.assert_array_equal(before, expected.ct.array)
+    assert not np.array_equal(now, before)
+    truth = json.loads((tmp_path / "now" / "truth.json").read_text(encoding="utf-8"))
+    assert truth["anatomy"]["descending_aorta"]["start_mm"] != expected.anatomy["descending_aorta"]["start_mm"]
+
+
 def test_cli_calibration_writes_rods_and_truth(tmp_path):
     assert main(["phantom", str(tmp_path), "--kind", "calibration", "--noise", "0"]) == 0
     truth = json.loads((tmp_path / "truth.json").read_text(encoding="utf-8"))
@@ -140,7 +156,12 @@ def test_cli_calibration_writes_rods_and_truth(tmp_path):
 
 @pytest.mark.parametrize(
     "extra",
-    [["--count", "0"], ["--noise", "-1"], ["--kind", "calibration", "--shape", "10", "64", "64"]],
+    [
+        ["--count", "0"],
+        ["--noise", "-1"],
+        ["--kind", "calibration", "--shape", "10", "64", "64"],
+        ["--bifurcation-clearance-mm", "-1"],
+    ],
 )
 def test_cli_rejects_bad_options_with_exit_code_2(tmp_path, extra, capsys):
     assert main(["phantom", str(tmp_path), *extra]) == 2

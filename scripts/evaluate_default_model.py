@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from CACScoringLib.cli.phantom import add_clearance_arguments, clearance_options  # noqa: E402
 from CACScoringLib.evaluation.lesions import ALL_ARTERIES  # noqa: E402
 from CACScoringLib.evaluation.metrics import FOREGROUND  # noqa: E402
 from CACScoringLib.evaluation.report import evaluate_case, summarize, write_report  # noqa: E402
@@ -457,19 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"))
     parser.add_argument("--output", type=Path, help="report folder (default: see the module docstring)")
-    parser.add_argument(
-        "--bifurcation-clearance-mm",
-        type=float,
-        default=DEFAULT_BIFURCATION_CLEARANCE_MM,
-        help="phantom generator option: LAD/LCX plaques at least this far from the other branch (default: the generator's)",
-    )
-    parser.add_argument(
-        "--descending-aorta-clearance-mm",
-        type=lambda text: None if text.lower() == "none" else float(text),
-        default=DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
-        help="phantom generator option: the descending aorta's wall this far outside the heart's epicardial fat;"
-        " 'none' leaves it where drawn, as before the option (default: the generator's)",
-    )
+    add_clearance_arguments(parser)
     parser.add_argument(
         "--lesion-call-fraction",
         type=float,
@@ -495,10 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         package.config["lesion_call_fraction"] = args.lesion_call_fraction
         validate_config(package.config)
     output = args.output or args.package / "evaluation"
-    phantom_options = {
-        "bifurcation_clearance_mm": args.bifurcation_clearance_mm,
-        "descending_aorta_clearance_mm": args.descending_aorta_clearance_mm,
-    }
+    phantom_options = clearance_options(args)
     if len(args.seeds) % 2:
         parser.error("--seeds takes START STOP pairs")
     blocks = [range(start, stop) for start, stop in zip(args.seeds[::2], args.seeds[1::2], strict=True)]

@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from CACScoringLib.cli.phantom import add_clearance_arguments, clearance_options  # noqa: E402
 from CACScoringLib.evaluation.lesions import ALL_ARTERIES  # noqa: E402
 from CACScoringLib.evaluation.report import evaluate_case, summarize  # noqa: E402
 from CACScoringLib.inference import segment  # noqa: E402
@@ -29,10 +30,6 @@ from CACScoringLib.inference.pipeline import calcium_labels, lesion_labels  # no
 from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
-from CACScoringLib.phantom.thorax import (  # noqa: E402
-    DEFAULT_BIFURCATION_CLEARANCE_MM,
-    DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
-)
 
 # Disjoint from training (0-239), validation (1000-1005) and held-out (5000-, 6000-, 7000-) seeds. 120, not the 40 used
 # up to 1.0.0: on 40 phantoms one or two lesions swing the per-artery ICC, and the fraction they chose
@@ -47,30 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs=2, default=TUNING_SEEDS, metavar=("START", "STOP"))
     parser.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
     parser.add_argument("--output", type=Path, help="JSON with the table and the chosen fraction")
-    parser.add_argument(
-        "--bifurcation-clearance-mm",
-        type=float,
-        default=DEFAULT_BIFURCATION_CLEARANCE_MM,
-        help="phantom generator option: LAD/LCX plaques at least this far from the other branch (default: the generator's)",
-    )
-    parser.add_argument(
-        "--descending-aorta-clearance-mm",
-        type=lambda text: None if text.lower() == "none" else float(text),
-        default=DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
-        help="phantom generator option: the descending aorta's wall this far outside the heart's epicardial fat;"
-        " 'none' leaves it where drawn, as before the option (default: the generator's)",
-    )
+    add_clearance_arguments(parser)
     args = parser.parse_args(argv)
     package = load_package(args.package, "cpu")
 
+    generator_options = clearance_options(args)
     phantoms = []
     for seed in range(*args.seeds):
-        phantom = make_thorax_phantom(
-            seed=seed,
-            compute_scores=False,
-            bifurcation_clearance_mm=args.bifurcation_clearance_mm,
-            descending_aorta_clearance_mm=args.descending_aorta_clearance_mm,
-        )
+        phantom = make_thorax_phantom(seed=seed, compute_scores=False, **generator_options)
         seg = segment(phantom.ct, package, device="cpu", return_probabilities=True)
         crop = seg.roi.slices
         calls = np.zeros(phantom.ct.shape, np.uint8)

@@ -8,6 +8,37 @@ from pathlib import Path
 from ..errors import InputError
 
 
+def add_clearance_arguments(parser: argparse.ArgumentParser) -> None:
+    """The thorax generator's clearance options (also taken by the default model's evaluation scripts)."""
+    from ..phantom.thorax import DEFAULT_BIFURCATION_CLEARANCE_MM, DEFAULT_DESCENDING_AORTA_CLEARANCE_MM
+
+    parser.add_argument(
+        "--bifurcation-clearance-mm",
+        type=float,
+        default=DEFAULT_BIFURCATION_CLEARANCE_MM,
+        metavar="MM",
+        help=f"thorax: LAD/LCX plaques at least this far from the other branch (default {DEFAULT_BIFURCATION_CLEARANCE_MM:g})",
+    )
+    parser.add_argument(
+        "--descending-aorta-clearance-mm",
+        type=lambda text: None if text.lower() == "none" else float(text),
+        default=DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
+        metavar="MM",
+        help="thorax: the descending aorta's wall this far outside the heart's epicardial fat; 'none' leaves it"
+        f" where drawn, as before the option (default {DEFAULT_DESCENDING_AORTA_CLEARANCE_MM:g})",
+    )
+
+
+def clearance_options(args: argparse.Namespace) -> dict:
+    """make_thorax_phantom keyword arguments from add_clearance_arguments' options."""
+    if args.bifurcation_clearance_mm < 0:
+        raise InputError(f"--bifurcation-clearance-mm must be >= 0, not {args.bifurcation_clearance_mm:g}")
+    return {
+        "bifurcation_clearance_mm": args.bifurcation_clearance_mm,
+        "descending_aorta_clearance_mm": args.descending_aorta_clearance_mm,
+    }
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "phantom",
@@ -45,6 +76,7 @@ def register(subparsers) -> None:
         default=None,
         help="thorax grid size in voxels (default 48 256 256)",
     )
+    add_clearance_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -75,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed + index
         folder = args.outdir if args.count == 1 else args.outdir / f"case_{index:03d}"
         if args.kind == "thorax":
-            options = {"seed": seed, "noise_hu": args.noise}
+            options = {"seed": seed, "noise_hu": args.noise, **clearance_options(args)}
             if args.shape is not None:
                 options["shape"] = tuple(args.shape)
             case = phantom.make_thorax_phantom(**options)

@@ -271,16 +271,34 @@ def test_shipping_a_package_keeps_its_lesion_classifier(tmp_path, monkeypatch):
     classifier = build_network(classifier_config)
     trained = save_package(tmp_path / "trained", segmenter.network, segmenter.config, {"id": "cac-x", "version": "2.0", "title": "x"},
                            {"lesion_classifier": (classifier, classifier_config)})  # fmt: skip
-    headline = {"n_cases": 3, "lookalikes_per_case": [], "targets_met": {"lesion_f1": True}}
+    first = {"n_cases": 3, "phantom_options": {"bifurcation_clearance_mm": 5.0}, "targets_met": {"lesion_f1": False}}
+    headline = {**first, "lookalikes_per_case": []}
     shipped = script.ship(load_package(trained), headline, resources / "models" / "cac-x", register_default=True)
 
     package = load_package(shipped)
     assert set(package.components) == {"lesion_classifier"}
     for name, value in classifier.state_dict().items():
         assert torch.equal(package.components["lesion_classifier"].network.state_dict()[name], value), name
-    assert package.metadata["held_out_evaluation"] == {"n_cases": 3, "targets_met": {"lesion_f1": True}}
+    assert package.metadata["held_out_evaluation"] == first
+    assert "earlier_held_out_evaluations" not in package.metadata
     registry = json.loads((resources / "models.json").read_text(encoding="utf-8"))
     assert registry["default"] == "cac-x" and registry["models"][0]["path"] == "models/cac-x"
+
+    # The same weights evaluated again ship under a new version and keep the earlier figures, marked with the
+    # version they were shipped as (the aorta option did not exist then: drawn where it fell).
+    second = {"n_cases": 4, "phantom_options": {"descending_aorta_clearance_mm": 5.0}, "targets_met": {"lesion_f1": True}}
+    script.ship(load_package(trained), {**second, "lookalikes_per_case": []}, shipped, register_default=True, version="2.0.1")
+    package = load_package(shipped)
+    assert package.version == "2.0.1" and package.metadata["held_out_evaluation"] == second
+    earlier = {**first, "version": "2.0", "phantom_options": {"bifurcation_clearance_mm": 5.0, "descending_aorta_clearance_mm": None}}
+    assert package.metadata["earlier_held_out_evaluations"] == [earlier]
+    assert json.loads((resources / "models.json").read_text(encoding="utf-8"))["models"][0]["version"] == "2.0.1"
+
+    # Other weights are another model: the earlier figures do not carry over to it.
+    retrained = save_package(tmp_path / "retrained", segmenter.network, segmenter.config, {"id": "cac-x", "version": "3.0", "title": "x"},
+                             {"lesion_classifier": (build_network(classifier_config), classifier_config)})  # fmt: skip
+    script.ship(load_package(retrained), {**second, "lookalikes_per_case": []}, shipped, register_default=True)
+    assert "earlier_held_out_evaluations" not in load_package(shipped).metadata
 
 
 def test_candidates_the_vote_dropped_are_read_off_their_patch_and_repeated():

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set up, generate a synthetic thorax phantom (calcium in all four arteries, aortic calcium, bone), score it
 # with its reference labels, then let the shipped default model segment the same CT and score that.
-# Seed 5015: a phantom the default model was never trained, validated or tuned on (seeds 0-119, 1000-1005, 2000-2119).
+# Seed 5019: a phantom the default model was never trained, validated or tuned on (seeds 0-239, 1000-1005, 2000-2119, 3000-3879).
 # Mass uses the phantom's HU model: 1 HU per mg HA/cm³ above water.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 out=${1:-demo-output}
-.venv/bin/cacscoring phantom "$out" --kind thorax --seed 5015 --format both
+.venv/bin/cacscoring phantom "$out" --kind thorax --seed 5019 --format both
 echo "== reference labels (the phantom's truth) =="
 .venv/bin/cacscoring score "$out/thorax_dicom" --labels "$out/thorax_labels.nii.gz" \
   --mass-calibration-factor 1.0 --json "$out/scores.json" --csv "$out/scores.csv" --lesions-csv "$out/lesions.csv"

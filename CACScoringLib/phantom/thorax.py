@@ -173,12 +173,14 @@ def _distance_to_curve(point: np.ndarray, curve: np.ndarray) -> float:
     return float(np.linalg.norm(curve - point, axis=1).min())
 
 
-def _clear_of_heart(start, direction, radius, heart: _Heart, fat_mm: float, clearance_mm: float, spine, zs) -> np.ndarray:
+def _clear_of_heart(
+    start, direction, radius, heart: _Heart, fat_mm: float, clearance_mm: float, spine_xy, vertebra_r: float, zs
+) -> np.ndarray:
     """The start of a vertical tube moved in the axial plane until its wall is clearance_mm outside the heart's
     epicardial fat, pushed away from the heart's centre and, where that presses it into the vertebral body
-    (spine: centre x, y and radius) on any slice zs, around the vertebra."""
+    on any slice zs, around the vertebra."""
     surface = heart.outline(fat_mm)
-    spine_xy, vertebra_r = np.asarray(spine[:2], dtype=np.float64), float(spine[2])
+    spine_xy = np.asarray(spine_xy, dtype=np.float64)
     start = np.asarray(start, dtype=np.float64).copy()
 
     def axis_at(z):
@@ -439,7 +441,8 @@ def make_thorax_phantom(
             heart,
             epicardial_fat,
             descending_aorta_clearance_mm,
-            (0.0, spine_y, vertebra_r),
+            (0.0, spine_y),
+            vertebra_r,
             zs,
         )
         # Moved beside the vertebra it would lie in muscle of nearly its own HU: fat outlines it, as on CT.

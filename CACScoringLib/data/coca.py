@@ -5,7 +5,7 @@ Gated: per-patient calcium XML (Apple plist) + DICOM series -> image/label NIfTI
 (`root` may also be the Gated_release_final folder itself).
 Non-gated: DICOM series + scores.xlsx -> image-only cases with the spreadsheet's per-vessel Agatston scores.
 
-Conventions (documented in README "Data import"):
+Conventions (documented in docs/training.md "Data import"):
 - ROI -> slice: the z of Point_mm, projected on the slice normal, picks the nearest slice within half the
   increment; without Point_mm, ImageIndex i -> the (n-1-i)-th slice in position order (array index n-1-i).
 - Point_px "(x, y)" are pixel coordinates with integer values at pixel centres; polygons are filled with

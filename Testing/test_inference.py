@@ -330,7 +330,7 @@ def test_each_lesion_gets_its_majority_artery():
     ct = thorax()
     ct.array[5, 60:62, 40:46] = 600.0  # 12 LAD voxels
     ct.array[5, 62, 40:46] = 300.0  # 6 LM voxels touching them: one lesion
-    seg = segment(ct, package(NearestCentre()), device="cpu")
+    seg = segment(ct, package(NearestCentre()), roi="whole", device="cpu")  # the vote alone, no heart region
     assert (seg.labels[5, 60:63, 40:46] == LABEL_ID["LAD"]).all()
 
 
@@ -340,7 +340,7 @@ def test_candidates_are_kept_whole_or_dropped_by_majority():
     ct.array[8, 60, 46:50] = 140.0  # ... and 4 >= 130 HU it calls background: 60% called, labelled whole
     ct.array[1, 60, 40:44] = 300.0  # 4 called voxels in a 10-voxel candidate (e.g. a speck in a rib) ...
     ct.array[1, 60, 44:50] = 140.0  # ... 40% called: dropped whole
-    seg = segment(ct, package(NearestCentre()), device="cpu")
+    seg = segment(ct, package(NearestCentre()), roi="whole", device="cpu")  # the vote alone, no heart region
     assert (seg.labels[8, 60, 40:50] == LABEL_ID["LM"]).all()
     assert not seg.labels[1, 60, 40:50].any()
     lenient = package(NearestCentre())
@@ -352,8 +352,9 @@ def test_candidates_are_kept_whole_or_dropped_by_majority():
 
 
 
-def test_candidates_cut_by_the_roi_edge_are_judged_whole():
+def test_candidates_cut_by_the_roi_edge_are_judged_whole(monkeypatch):
     ct = thorax()
+    box_only(monkeypatch)  # the crop's edge alone: the heart region's own filter is tested on its own
     (_, _), (y0, y1), (x0, x1) = heart_roi_heuristic(ct).bounds
     # Outside the ROI the network sees nothing, so a candidate's voxels there count as not called.
     ct.array[8, y0 + 5, x1 - 3 : x1 + 9] = 300.0  # a rib end: 3 of its 12 voxels inside the ROI, 25% called
@@ -362,6 +363,14 @@ def test_candidates_cut_by_the_roi_edge_are_judged_whole():
     assert seg.roi.bounds[1:] == ((y0, y1), (x0, x1))
     assert not seg.labels[8, y0 + 5].any()  # not a 3-voxel lesion cut off at the crop's edge
     assert (seg.labels[8, y0 + 9, x1 - 8 : x1 + 2] == LABEL_ID["LM"]).all()  # whole, past the edge too
+
+def box_only(monkeypatch) -> None:
+    """The heuristic ROI's box without its heart region, so that no candidate is dropped as outside the heart."""
+    from CACScoringLib.inference import pipeline
+    from CACScoringLib.inference.roi import RegionOfInterest
+
+    monkeypatch.setattr(pipeline, "heart_roi_heuristic", lambda ct: RegionOfInterest(heart_roi_heuristic(ct).bounds, "heuristic"))
+
 
 class CentreBrightness(nn.Module):
     """False-positive classifier stand-in: calcium when the patch centre is above 450 HU."""

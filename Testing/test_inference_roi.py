@@ -55,7 +55,7 @@ def test_convex_hull_mask_is_the_hull_of_all_pixel_corners(seed):
     from skimage.draw import ellipse
     from skimage.morphology import convex_hull_image
 
-    from CACScoringLib.inference.roi import convex_hull_mask
+    from CACScoringLib.anatomy import convex_hull_mask
 
     rng = np.random.default_rng(seed)
     mask = np.zeros((96, 80), bool)
@@ -69,7 +69,7 @@ def test_convex_hull_mask_is_the_hull_of_all_pixel_corners(seed):
 
 
 def test_convex_hull_mask_degenerate_masks():
-    from CACScoringLib.inference.roi import convex_hull_mask
+    from CACScoringLib.anatomy import convex_hull_mask
 
     empty = np.zeros((5, 6), bool)
     assert not convex_hull_mask(empty).any()

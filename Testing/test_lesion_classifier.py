@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from test_inference import WINDOW, NearestCentre, package, thorax
+from test_inference import WINDOW, NearestCentre, box_only, package, thorax
 from test_training_tasks import COARSE_PHANTOMS, calcium_everywhere_package
 from torch import nn
 
@@ -136,8 +136,9 @@ class PeakRule(nn.Module):
         return torch.cat([background[:, None], arteries], dim=1)
 
 
-def test_lesion_classifier_component_replaces_the_vote_in_its_scope():
+def test_lesion_classifier_component_replaces_the_vote_in_its_scope(monkeypatch):
     ct = thorax()
+    box_only(monkeypatch)
     ct.array[1, 60, 40:44] = 300.0  # 4 voxels the network calls LM in a 10-voxel candidate ...
     ct.array[1, 60, 44:50] = 140.0  # ... 40%: the vote drops it, the classifier keeps it as its RCA
     ct.array[8:10, 40:44, 40:44] = 1200.0  # 32 voxels (216 mm3 > 200): out of scope, the vote keeps it as RCA

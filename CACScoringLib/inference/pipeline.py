@@ -5,7 +5,7 @@ spacing -> network (2D: batched slices; 3D: gaussian sliding window), mean softm
 flips -> probabilities back on the CT grid -> calcium where P(background) < 0.5, most likely artery -> voxels
 >= threshold_hu only -> each 3D connected candidate (found on the whole CT) kept whole if mostly called
 calcium, one artery per lesion -> optional lesion classifier deciding again whether each candidate is coronary (lesions.py) ->
-optional false-positive classifier -> label map on the CT grid.
+optional false-positive classifier -> candidates mostly outside the heart region dropped -> label map on the CT grid.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
 MAX_BATCH = 32
 FP_DECISION_THRESHOLD = 0.5
+MIN_SHARE_IN_HEART = 0.5  # a candidate mostly outside the heart region is not coronary, whatever was called
 
 Progress = Callable[[float, str], None]
 
@@ -79,6 +80,7 @@ class Segmentation:
             "device": self.device,
             "backend": self.backend,
             "roi": {"method": self.roi.method, "bounds_zyx": [list(b) for b in self.roi.bounds]},
+            "blood_pool_hu": None if self.roi.heart is None else self.roi.heart.blood_pool_hu,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
         }
@@ -245,6 +247,8 @@ def segment(
     if fp is not None:
         report(0.95, "false-positive removal")
         _remove_false_positives(fp, ct.array, candidates, table, ct.spacing)
+    if region.heart is not None:
+        table[region.heart.share_inside(candidates.components, candidates.count) < MIN_SHARE_IN_HEART] = 0
     labels = look_up(table, candidates.components)
     timings["postprocess_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started

@@ -53,8 +53,10 @@ def _check_nifti_complete(path: Path, what: str) -> None:
                 return
             stream.seek(0, 2)  # gzip seeks by decompressing to the end, checking the stream and its CRC
             size = stream.tell()
-    except (EOFError, OSError, zlib.error) as error:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise InputError(f"cannot read {what} {path} ({error}); the file is truncated or corrupt: copy it again") from None
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
     if size < expected:
         raise InputError(
             f"{what} {path} is truncated: its header describes {expected} bytes of image but it holds {size}; "

@@ -228,3 +228,16 @@ def test_atomic_write_leaves_the_old_file_whole_when_writing_fails(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         atomic_write_text(target, "new \udc80")  # fails inside the write
     assert target.read_text(encoding="utf-8") == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_kept_result_edited_into_nonsense_is_reported_not_a_crash(tmp_path):
+    cases, labels, out = tmp_path / "cases", tmp_path / "labels", tmp_path / "out"
+    write_cases(cases, {"a": 250.0}, labels_folder=labels)
+    command = ["batch", str(cases), str(out), "--labels", str(labels)]
+    assert main(command) == 0
+    report = json.loads((out / "a.json").read_text(encoding="utf-8"))
+    del report["arteries"]  # same origin record, no scores
+    (out / "a.json").write_text(json.dumps(report), encoding="utf-8")
+    assert main(command) == 1
+    row = summary_of(out)["a"]
+    assert row["status"] == "failed" and "a.json is missing or unreadable" in row["message"]

@@ -6,10 +6,13 @@ Conventions follow SimpleITK: `array` is indexed (z, y, x); `spacing`, `origin` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
+
+from .errors import InputError
 
 
 @dataclass
@@ -27,6 +30,18 @@ class ScanInfo:
     warnings: list[str] = field(default_factory=list)  # non-fatal reader findings
 
 
+def check_spacing(spacing, what: str = "CT", fix: str = "fix the image header") -> tuple[float, float, float]:
+    """(x, y, z) voxel spacing as floats, each finite and > 0; InputError otherwise (scores scale with it)."""
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} has a spacing {spacing!r} that is not three numbers; {fix}") from None
+    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        raise InputError(f"{what} has voxel spacing {values} mm: x, y and z must each be a positive finite "
+                         f"number; {fix}")
+    return values
+
+
 @dataclass
 class CTVolume:
     array: np.ndarray  # (z, y, x), HU, float32
@@ -34,6 +49,14 @@ class CTVolume:
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     info: ScanInfo = field(default_factory=ScanInfo)
+
+    def __post_init__(self):
+        what = f"CT {self.info.source}" if self.info.source else "CT"
+        self.spacing = check_spacing(self.spacing, what)
+        for name, values, count in (("origin", self.origin, 3), ("direction", self.direction, 9)):
+            if len(values) != count or not all(math.isfinite(float(v)) for v in values):
+                raise InputError(f"{what} has an invalid {name} {tuple(values)}: expected {count} finite numbers; "
+                                 "fix the image header")
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from CACScoringLib.batch import atomic_write_text
 from CACScoringLib.cli import main
 from CACScoringLib.io import write_dicom_series, write_image, write_labels
 from CACScoringLib.volume import CTVolume, ScanInfo
@@ -69,3 +76,168 @@ def test_batch_without_any_model_fails_per_case_with_the_reason(tmp_path):
 def test_batch_rejects_a_missing_input(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def write_cases(folder, peaks, suffix=".nii.gz", labels_folder=None):
+    """One lesion case per name (LAD, 4 mm², Agatston 4 x weight of the peak)."""
+    folder.mkdir(exist_ok=True)
+    for name, peak in peaks.items():
+        ct, labels = lesion_case(peak)
+        write_image(ct, folder / f"{name}{suffix}")
+        if labels_folder is not None:
+            labels_folder.mkdir(exist_ok=True)
+            write_labels(labels, ct, labels_folder / f"{name}.nii.gz")
+
+
+def summary_of(out):
+    return {row["case"]: row for row in csv.DictReader((out / "summary.csv").open(encoding="utf-8"))}
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cacscoring: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_one_name_under_two_extensions_is_refused_before_anything_is_written(tmp_path, capsys):
+    cases = tmp_path / "cases"
+    write_cases(cases, {"a": 250.0})
+    write_cases(cases, {"a": 450.0}, suffix=".nrrd")
+    assert main(["batch", str(cases), str(tmp_path / "out")]) == 2
+    assert "a.nii.gz and a.nrrd" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_label_maps_for_one_case_fail_that_case_not_the_wrong_match(tmp_path):
+    cases, labels, out = tmp_path / "cases", tmp_path / "labels", tmp_path / "out"
+    write_cases(cases, {"a": 250.0, "b": 450.0}, labels_folder=labels)
+    ct, other = lesion_case(250.0)
+    write_labels(np.zeros_like(other), ct, labels / "a.nrrd")
+    assert main(["batch", str(cases), str(out), "--labels", str(labels)]) == 1
+    rows = summary_of(out)
+    assert rows["a"]["status"] == "failed" and "a.nii.gz, a.nrrd" in rows["a"]["message"]
+    assert float(rows["b"]["total_agatston"]) == pytest.approx(16.0) and not (out / "a.json").exists()
+
+
+def test_a_rerun_keeps_results_refuses_changed_ones_and_overwrites_on_request(tmp_path, capsys):
+    cases, labels, out = tmp_path / "cases", tmp_path / "labels", tmp_path / "out"
+    write_cases(cases, {"a": 250.0, "b": 450.0}, labels_folder=labels)
+    command = ["batch", str(cases), str(out), "--labels", str(labels)]
+    assert main(command) == 0
+    first = {name: (out / f"{name}.json").stat().st_mtime_ns for name in "ab"}
+    assert main(command) == 0
+    assert "2 of 2 cases scored (2 kept from an earlier run)" in capsys.readouterr().out
+    assert {name: (out / f"{name}.json").stat().st_mtime_ns for name in "ab"} == first
+    assert float(summary_of(out)["b"]["total_agatston"]) == pytest.approx(16.0)
+
+    # Other settings: refused, nothing replaced; --overwrite rescores (250 HU is below 300: a scores 0).
+    assert main([*command, "--threshold-hu", "300"]) == 2
+    err = one_line_error(capsys)
+    assert "a.json, b.json" in err and "give --overwrite" in err
+    assert {name: (out / f"{name}.json").stat().st_mtime_ns for name in "ab"} == first
+    assert main([*command, "--threshold-hu", "300", "--overwrite"]) == 0
+    rows = summary_of(out)
+    assert float(rows["a"]["total_agatston"]) == 0.0 and float(rows["b"]["total_agatston"]) == pytest.approx(16.0)
+
+    # Another input under the same name: refused too.
+    write_cases(cases, {"b": 350.0})
+    capsys.readouterr()
+    assert main([*command, "--threshold-hu", "300"]) == 2
+    assert "b.json" in one_line_error(capsys)
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_dead_one_is_taken_over(tmp_path, capsys):
+    cases, labels, out = tmp_path / "cases", tmp_path / "labels", tmp_path / "out"
+    write_cases(cases, {"a": 250.0}, labels_folder=labels)
+    out.mkdir()
+    lock = out / ".cacscoring-batch.lock"
+    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")  # this test: alive
+    assert main(["batch", str(cases), str(out), "--labels", str(labels)]) == 2
+    err = one_line_error(capsys)
+    assert str(lock) in err and f"PID {os.getpid()}" in err
+    assert not (out / "a.json").exists() and lock.exists()
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{int(ended.stdout)} {socket.gethostname()}\n", encoding="utf-8")  # a killed run's lock
+    assert main(["batch", str(cases), str(out), "--labels", str(labels)]) == 0
+    assert (out / "a.json").exists() and not lock.exists()
+
+
+KILL_ON_SECOND_CASE = """
+import os, signal, sys
+import CACScoringLib.cli.batch as batch
+scored = []
+real = batch.score_ct
+def score_ct(*args):
+    if scored:
+        os.kill(os.getpid(), signal.SIGKILL)
+    scored.append(1)
+    return real(*args)
+batch.score_ct = score_ct
+from CACScoringLib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_killed_midway_is_marked_incomplete_and_a_rerun_completes_it(tmp_path, capsys):
+    cases, labels, out = tmp_path / "cases", tmp_path / "labels", tmp_path / "out"
+    peaks = {"a": 250.0, "b": 350.0, "c": 450.0}
+    write_cases(cases, peaks, labels_folder=labels)
+    command = ["batch", str(cases), str(out), "--labels", str(labels)]
+    killed = subprocess.run([sys.executable, "-c", KILL_ON_SECOND_CASE, *command], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = json.loads((out / "batch_run.json").read_text(encoding="utf-8"))
+    assert run["complete"] is False and set(run["cases"]) == {"a"}
+    rows = summary_of(out)
+    assert rows["a"]["status"] == "ok" and float(rows["a"]["total_agatston"]) == pytest.approx(8.0)
+    assert rows["b"]["status"] == rows["c"]["status"] == "pending" and "cut short" in rows["b"]["message"]
+    assert sorted(p.name for p in out.iterdir()) == [".cacscoring-batch.lock", "a.json", "batch_run.json",
+                                                     "summary.csv"]  # no half-written file
+
+    assert main(command) == 0
+    assert "3 of 3 cases scored (1 kept from an earlier run)" in capsys.readouterr().out
+    run = json.loads((out / "batch_run.json").read_text(encoding="utf-8"))
+    assert run["complete"] is True and run["cases"]["a"] == {"status": "ok", "kept": True}
+    rows = summary_of(out)
+    for name, peak in peaks.items():
+        report = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert report["total"]["agatston"] == pytest.approx(4.0 * (2 + (peak >= 300) + (peak >= 400)))
+        assert float(rows[name]["total_agatston"]) == pytest.approx(round(report["total"]["agatston"], 2))
+    assert not (out / ".cacscoring-batch.lock").exists()
+
+
+def test_an_output_that_is_a_file_or_read_only_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    cases = tmp_path / "cases"
+    write_cases(cases, {"a": 250.0})
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["batch", str(cases), str(afile)]) == 2
+    assert "is a file" in one_line_error(capsys)
+    assert main(["batch", str(cases), str(afile / "out")]) == 2
+    assert "cannot create output folder" in one_line_error(capsys)
+    # chmod does not stop root, so the denial is simulated as the OS reports it to anyone else.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert main(["batch", str(cases), str(tmp_path / "out")]) == 2
+    assert "is not writable" in one_line_error(capsys)
+
+
+def test_atomic_write_leaves_the_old_file_whole_when_writing_fails(tmp_path):
+    target = tmp_path / "a.json"
+    target.write_text("old", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(target, "new \udc80")  # fails inside the write
+    assert target.read_text(encoding="utf-8") == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_kept_result_edited_into_nonsense_is_reported_not_a_crash(tmp_path):
+    cases, labels, out = tmp_path / "cases", tmp_path / "labels", tmp_path / "out"
+    write_cases(cases, {"a": 250.0}, labels_folder=labels)
+    command = ["batch", str(cases), str(out), "--labels", str(labels)]
+    assert main(command) == 0
+    report = json.loads((out / "a.json").read_text(encoding="utf-8"))
+    del report["arteries"]  # same origin record, no scores
+    (out / "a.json").write_text(json.dumps(report), encoding="utf-8")
+    assert main(command) == 1
+    row = summary_of(out)["a"]
+    assert row["status"] == "failed" and "a.json is missing or unreadable" in row["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,24 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, arguments, mes
     assert err.startswith("cacscoring: error:")
     assert "\n" not in err and "Traceback" not in err
     assert message in err
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+def test_output_under_a_file_or_in_a_read_only_folder_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch,
+                                                                              option):
+    _, _, image, label_file = case
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["score", str(image), "--labels", str(label_file), "--quiet", option, str(afile / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cacscoring: error: cannot write {afile}") and "\n" not in err
+
+    def denied(*args, **kwargs):  # what a read-only folder answers (chmod does not stop root)
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "out"))
+
+    monkeypatch.setattr(Path, "write_text", denied)
+    monkeypatch.setattr("CACScoringLib.cli.score.open", denied, raising=False)
+    assert main(["score", str(image), "--labels", str(label_file), "--quiet", option, str(tmp_path / "ro" / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cacscoring: error: cannot write {tmp_path / 'ro' / 'out'} (Permission denied); give a path in a " \
+                  "writable folder"

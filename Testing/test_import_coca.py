@@ -42,10 +42,10 @@ def make_ct(n_slices=N_SLICES, origin=ORIGIN):
     return CTVolume(array=array, spacing=SPACING, origin=origin), truth
 
 
-def coca_xml(lesions, n_slices=N_SLICES, with_mm=True, area_scale=1.0, extra_roi=""):
+def coca_xml(lesions, n_slices=N_SLICES, with_mm=True, area_scale=1.0, extra_roi="", with_mean=False):
     """Calcium XML as OsiriX writes it; ImageIndex i is slice n-1-i; outlines pass through pixel centres."""
     images = []
-    for artery, k, r, c, side, _ in lesions:
+    for artery, k, r, c, side, hu in lesions:
         outline = [(c, r), (c + side - 1, r), (c + side - 1, r + side - 1), (c, r + side - 1)]
         px = "".join(f"<string>({x:.6f}, {y:.6f})</string>" for x, y in outline)
         z = ORIGIN[2] + k * SPACING[2]
@@ -56,7 +56,8 @@ def coca_xml(lesions, n_slices=N_SLICES, with_mm=True, area_scale=1.0, extra_roi
         area = side * side * SPACING[0] * SPACING[1] * area_scale
         roi = (
             f"<dict><key>Area</key><real>{area}</real><key>Max</key><real>500</real>"
-            f"<key>Name</key><string>{COCA_NAMES[artery]}</string>"
+            + (f"<key>Mean</key><real>{hu}</real>" if with_mean else "")  # the square is uniform
+            + f"<key>Name</key><string>{COCA_NAMES[artery]}</string>"
             f"<key>NumberOfPoints</key><integer>4</integer>"
             + (f"<key>Point_mm</key><array>{mm}</array>" if with_mm else "")
             + f"<key>Point_px</key><array>{px}</array></dict>"
@@ -261,3 +262,76 @@ def test_cacscoring_main_exits_2_on_a_folder_that_is_not_coca(tmp_path, capsys):
 
     assert main(["import-coca", str(tmp_path), str(tmp_path / "out"), "--no-progress"]) == 2
     assert "Gated_release_final" in capsys.readouterr().err
+
+
+def test_one_bad_patient_is_skipped_with_its_reason_and_the_others_imported(tmp_path):
+    deep = "<array>" * 5000 + "</array>" * 5000
+    add_patient(tmp_path, "deep", f'<?xml version="1.0"?><plist><dict><key>Images</key>{deep}</dict></plist>')
+    # the first image's ROIs become an integer (its ROI list moves to an ignored key)
+    rois_int = coca_xml(LESIONS).replace("<key>ROIs</key>", "<key>ROIs</key><integer>7</integer><key>Moved</key>", 1)
+    add_patient(tmp_path, "rois-int", rois_int)
+    add_patient(tmp_path, "inf", coca_xml(LESIONS).replace(f"{ORIGIN[2] + 1 * SPACING[2]:.6f})", "1e999)", 1))
+    add_patient(tmp_path, "good", coca_xml(LESIONS))
+    out = tmp_path / "out"
+    report = import_coca_gated(tmp_path / "coca", out, progress=False)
+    by_id = {entry["id"]: entry for entry in report["patients"]}
+    assert by_id["deep"]["status"] == "skipped" and "more than 64 levels deep" in by_id["deep"]["reason"]
+    assert by_id["rois-int"]["status"] == "skipped" and "ROIs is int, not a list" in by_id["rois-int"]["reason"]
+    assert by_id["inf"]["status"] == "skipped" and "Point_mm is not a list of finite" in by_id["inf"]["reason"]
+    assert by_id["good"]["status"] == "imported"
+    assert [case.id for case in load_manifest(out).cases] == ["good"]
+    assert report["summary"]["imported"] == 1 and report["summary"]["skipped"] == 3
+
+
+def other_patient_series(tmp_path, pid, patient_id, uid):
+    """A calcium-free CT of the same geometry as patient `pid`'s, put into its folder (a filing mistake)."""
+    other, _ = make_ct()
+    other = other.with_array(np.full(other.shape, 40.0, np.float32))
+    write_dicom_series(other, gated_root(tmp_path) / "patient" / pid / "series_z", patient_id=patient_id,
+                       series_uid=uid)
+
+
+def imported_labels(out):
+    case = load_manifest(out).cases[0]
+    return read_labels(case.labels, read_ct(case.image)), case
+
+
+def test_another_patients_series_of_the_same_geometry_is_told_apart_by_patient_id(tmp_path):
+    add_patient(tmp_path, "p1", coca_xml(LESIONS))
+    other_patient_series(tmp_path, "p1", "p2", uid="1.2.3")  # the smaller UID, which used to win the tie
+    out = tmp_path / "out"
+    report = import_coca_gated(tmp_path / "coca", out, progress=False)
+    assert report["patients"][0]["series_instance_uid"] != "1.2.3"
+    labels, case = imported_labels(out)
+    np.testing.assert_array_equal(labels, make_ct()[1])
+    assert case.reference_scores["total"]["agatston"] == pytest.approx(sum(hand_agatston().values()), rel=1e-4)
+
+
+def test_without_telling_patient_ids_the_rois_mean_hu_pick_the_series(tmp_path):
+    root = gated_root(tmp_path)
+    (root / "calcium_xml").mkdir(parents=True)
+    (root / "calcium_xml" / "p1.xml").write_text(coca_xml(LESIONS, with_mean=True))
+    write_dicom_series(make_ct()[0], root / "patient" / "p1" / "series_a", patient_id="ANON-17", series_uid="1.2.9")
+    other_patient_series(tmp_path, "p1", "ANON-4", uid="1.2.3")
+    out = tmp_path / "out"
+    report = import_coca_gated(tmp_path / "coca", out, progress=False)
+    entry = report["patients"][0]
+    assert entry["series_instance_uid"] == "1.2.9"
+    notes = {note["series_instance_uid"]: note for note in entry["series_candidates"]}
+    assert (notes["1.2.9"]["rois_hu_agreeing"], notes["1.2.3"]["rois_hu_agreeing"]) == (3, 0)
+    np.testing.assert_array_equal(imported_labels(out)[0], make_ct()[1])
+
+
+def test_ambiguous_series_or_a_series_the_xml_does_not_match_skip_the_patient(tmp_path):
+    root = gated_root(tmp_path)
+    (root / "calcium_xml").mkdir(parents=True)
+    (root / "calcium_xml" / "p1.xml").write_text(coca_xml(LESIONS))  # no mean HU to tell them apart
+    write_dicom_series(make_ct()[0], root / "patient" / "p1" / "series_a", patient_id="ANON-17")
+    other_patient_series(tmp_path, "p1", "ANON-4", uid="1.2.3")
+    (root / "calcium_xml" / "p2.xml").write_text(coca_xml(LESIONS, with_mean=True))
+    other_patient_series(tmp_path, "p2", "p2", uid="1.2.4")  # only a calcium-free CT: not the one annotated
+    report = import_coca_gated(tmp_path / "coca", tmp_path / "out", progress=False)
+    by_id = {entry["id"]: entry for entry in report["patients"]}
+    assert by_id["p1"]["status"] == "skipped" and "fit the calcium XML equally" in by_id["p1"]["reason"]
+    assert "1.2.3 (PatientID ANON-4)" in by_id["p1"]["reason"]
+    assert by_id["p2"]["status"] == "skipped" and "mean HU of none of the 3 calcium ROIs" in by_id["p2"]["reason"]

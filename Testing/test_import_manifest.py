@@ -81,3 +81,13 @@ def test_missing_file_and_bad_version_are_input_errors(tmp_path):
 def test_duplicate_ids_are_refused(tmp_path):
     with pytest.raises(InputError, match="unique"):
         write_manifest(tmp_path, "s", [make_case(tmp_path, "a"), make_case(tmp_path, "a")])
+
+
+@pytest.mark.parametrize(("key", "value"), [("spacing", "abc"), ("spacing", [0.5, 0.6, 0]), ("shape", [10, "x", 30])])
+def test_bad_geometry_in_a_manifest_is_a_one_line_error(tmp_path, key, value):
+    path = write_manifest(tmp_path, "s", [make_case(tmp_path, "a")])
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["cases"][0][key] = value
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(InputError, match=rf"case a .*{key}"):
+        load_manifest(path)

@@ -238,3 +238,10 @@ def test_other_files_beside_the_series_are_ignored(tmp_path):
     (tmp_path / "notes.txt").write_text("acquired on the phantom\n", encoding="utf-8")
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     np.testing.assert_array_equal(read_ct(tmp_path).array, ct.array)
+
+
+def test_zero_pixel_spacing_is_refused_naming_the_series(tmp_path):
+    write_dicom_series(random_ct(), tmp_path)
+    edit_slices(tmp_path, lambda index, ds: setattr(ds, "PixelSpacing", [0.6, 0]))
+    with pytest.raises(InputError, match=rf"CT {tmp_path} has voxel spacing \(0\.0, 0\.6, 2\.5\) mm"):
+        read_ct(tmp_path)

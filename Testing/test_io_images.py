@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -66,3 +68,23 @@ def test_bad_image_files(tmp_path):
         read_ct(flat)
     with pytest.raises(InputError, match=r"use a \.nii, \.nii\.gz, \.nrrd or \.nhdr file name"):
         write_image(random_ct(), tmp_path / "ct.png")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".nhdr"])
+def test_a_file_cut_to_a_third_is_refused_not_read_as_zeros(tmp_path, suffix):
+    path = write_image(random_ct(shape=(20, 32, 32)), tmp_path / f"ct{suffix}")
+    data = path.with_suffix(".raw.gz") if suffix == ".nhdr" else path  # .nhdr keeps its voxels beside it
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    with pytest.raises(InputError, match=r"truncated"):
+        read_ct(path)
+
+
+def test_a_complete_gzip_of_a_short_nifti_is_refused(tmp_path):
+    # The gzip stream itself is whole; the NIfTI inside lacks its last voxels.
+    plain = write_image(random_ct(), tmp_path / "ct.nii")  # 6x8x10 float32 after a 352-byte header
+    expected = 352 + 6 * 8 * 10 * 4
+    assert plain.stat().st_size == expected
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(plain.read_bytes()[:-40]))
+    with pytest.raises(InputError, match=rf"short\.nii\.gz is truncated: .*{expected} bytes .* holds {expected - 40}"):
+        read_ct(short)

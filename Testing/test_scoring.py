@@ -298,3 +298,24 @@ def test_update_with_no_change_keeps_result_and_rejects_bad_slices():
     assert scorer.update(labels.copy()) is before
     with pytest.raises(InputError, match="changed slice outside"):
         scorer.update(labels, [7])
+    with pytest.raises(InputError, match="changed slice outside"):
+        scorer.update(labels, [-1])
+    edited = labels.copy()
+    edited[1] = 0  # the lesion's slice: slice 1.7 must not be taken as slice 1
+    for bad in (1.7, 1.0, np.float32(1), True, "1"):
+        with pytest.raises(InputError, match="not a whole-number slice index"):
+            scorer.update(edited, [bad])
+    assert scorer.result is before and scorer.labels[1].any()
+    assert scorer.update(edited, [np.int64(1)]).total.agatston == 0.0
+
+
+@pytest.mark.parametrize(
+    "spacing",
+    [(0.5, 0.5, 0.0), (0.5, 0.5, float("nan")), (0.5, 0.5, -3.0), (0.0, 0.5, 3.0), (0.5, float("inf"), 3.0),
+     (0.5, 0.5), ("abc", 0.5, 3.0)],
+)
+def test_a_volume_with_impossible_spacing_is_refused_where_it_is_made(spacing):
+    # z = 0 would score Agatston 0, NaN "risk >400", x = 0 divide by zero: none may reach the scoring.
+    hu, labels = single_lesion(250.0)[0].array, single_lesion(250.0)[1]
+    with pytest.raises(InputError, match=r"spacing .*(positive finite number|not three numbers)"):
+        score_volume(make_ct(hu, spacing=spacing), labels)

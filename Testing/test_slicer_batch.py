@@ -56,3 +56,24 @@ def test_batch_rejects_a_missing_input_with_exit_code_2(tmp_path):
     completed = run_batch("--input", tmp_path / "nothing", "--output", tmp_path / "out")
     assert completed.returncode == 2
     assert "nothing does not exist" in completed.stderr
+
+
+@pytest.mark.slow
+def test_segmenting_prints_one_line_per_case(tmp_path):
+    import torch
+
+    from CACScoringLib.models import build_network, make_config, save_package
+
+    torch.manual_seed(0)
+    config = make_config("UNet", 2, (32, 32), channels=(4, 8), strides=(2,), num_res_units=0)
+    model = save_package(tmp_path / "tiny", build_network(config), config, {"id": "tiny"})  # untrained: plumbing
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    ct, _ = synthetic_case()
+    for name in ("alpha", "beta"):
+        sitk.WriteImage(ct.to_sitk(), str(cases / f"{name}.nii.gz"))
+
+    completed = run_batch("--input", cases, "--output", tmp_path / "out", "--model", model, "--device", "cpu")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["[1/2] alpha", "[2/2] beta", "2 of 2 cases scored; summary"]

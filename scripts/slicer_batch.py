@@ -48,11 +48,8 @@ def score_case(core, case: str, path: Path, labels_path: Path | None, options, o
     volume_node = add_volume_node(core.scene, ct, case)
     segmentation_node = None
     try:
-        if labels_path is None:
-            def progress(status):
-                print(f"  {case}: {status.message} {100 * status.progress:.0f}%", flush=True)
-
-            segmentation_node, result = core.process(volume_node, None, options, progress)
+        if labels_path is None:  # no per-step progress: one line per case is printed when it ends
+            segmentation_node, result = core.process(volume_node, None, options)
         else:
             labels = read_labels(labels_path, ct)
             segmentation_node = core.apply_inference_labels(volume_node, labels)
@@ -101,7 +98,6 @@ def run(argv: list[str]) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     rows = []
     for number, (case, path) in enumerate(cases, start=1):
-        print(f"[{number}/{len(cases)}] {case}", flush=True)
         started = time.perf_counter()
         try:
             labels_path = labels_for(case, args.labels, single=len(cases) == 1)
@@ -112,8 +108,8 @@ def run(argv: list[str]) -> int:
             traceback.print_exc()
             row = {"case": case, "status": "failed", "message": f"{type(error).__name__}: {error}"}
         row["seconds"] = f"{time.perf_counter() - started:.1f}"
-        print(f"  {case}: {row['status']} {row.get('total_agatston', '')} {row.get('message', '')}".rstrip(),
-              flush=True)
+        print(f"[{number}/{len(cases)}] {case}: {row['status']} {row.get('total_agatston', '')} "
+              f"({row['seconds']} s) {row.get('message', '')}".rstrip(), flush=True)
         rows.append(row)
 
     summary = args.output / "summary.csv"

@@ -182,6 +182,17 @@ def segment_with_progress(ct, args, params):
 
 
 def write_outputs(result: ScoreResult, report: dict, args) -> None:
+    """--json, --csv and --lesions-csv; a folder that is read-only or a file is a one-line InputError."""
+    try:
+        _write_output_files(result, report, args)
+    except OSError as error:
+        raise InputError(
+            f"cannot write {error.filename or 'the output'} ({error.strerror or error}); "
+            "give a path in a writable folder"
+        ) from None
+
+
+def _write_output_files(result: ScoreResult, report: dict, args) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -45,7 +45,14 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 # ---------------------------------------------------------------------------------------------- plist
 
 
-def _plist_value(element: ET.Element):
+_MAX_PLIST_DEPTH = 64  # COCA files nest 6 levels; a deeper file is not one (and would exhaust the stack)
+
+
+def _plist_value(element: ET.Element, depth: int = 0):
+    if depth > _MAX_PLIST_DEPTH:
+        raise InputError(
+            f"calcium XML nests values more than {_MAX_PLIST_DEPTH} levels deep; use the original COCA file"
+        )
     tag = element.tag
     if tag == "dict":
         children = list(element)
@@ -57,10 +64,10 @@ def _plist_value(element: ET.Element):
                 raise InputError(
                     f"calcium XML has <{key.tag}> where a <key> belongs; use the original COCA file"
                 )
-            result[key.text or ""] = _plist_value(value)
+            result[key.text or ""] = _plist_value(value, depth + 1)
         return result
     if tag == "array":
-        return [_plist_value(child) for child in element]
+        return [_plist_value(child, depth + 1) for child in element]
     text = (element.text or "").strip()
     try:
         if tag == "integer":
@@ -113,10 +120,17 @@ class CocaRoi:
     points_px: np.ndarray  # (n, 2) x, y
     points_mm: np.ndarray | None  # (n, 3) x, y, z, or None when absent
     area_mm2: float | None
+    mean_hu: float | None = None  # OsiriX's mean HU inside the ROI: identifies the CT it was drawn on
+
+
+def _finite_number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value)
+    return None
 
 
 def _points(values, dims: int) -> np.ndarray | None:
-    """Parse ["(x, y)", ...] strings into an (n, dims) array; None when any point is malformed."""
+    """Parse ["(x, y)", ...] strings into an (n, dims) array; None when any point is malformed or not finite."""
     if not isinstance(values, list):
         return None
     points = []
@@ -125,7 +139,8 @@ def _points(values, dims: int) -> np.ndarray | None:
         if len(numbers) != dims:
             return None
         points.append([float(n) for n in numbers])
-    return np.asarray(points, dtype=float).reshape(-1, dims)
+    points = np.asarray(points, dtype=float).reshape(-1, dims)
+    return points if np.isfinite(points).all() else None  # e.g. 1e999 reads as inf
 
 
 def read_calcium_xml(source: str | Path | bytes) -> tuple[list[CocaRoi], list[dict]]:
@@ -140,21 +155,25 @@ def read_calcium_xml(source: str | Path | bytes) -> tuple[list[CocaRoi], list[di
     rois: list[CocaRoi] = []
     unreadable: list[dict] = []
     ordinal = 0
-    for image in document["Images"]:
+    for position, image in enumerate(document["Images"]):
         image = image if isinstance(image, dict) else {}
         index = image.get("ImageIndex")
         index = index if isinstance(index, int) and not isinstance(index, bool) else None
-        for roi in image.get("ROIs") or []:
+        image_rois = image.get("ROIs") or []
+        if not isinstance(image_rois, list):
+            unreadable.append({"image": position, "image_index": index,
+                               "reason": f"ROIs is {type(image_rois).__name__}, not a list of ROIs"})
+            continue
+        for roi in image_rois:
             roi = roi if isinstance(roi, dict) else {}
             name = str(roi.get("Name", "")).strip()
             points_px = _points(roi.get("Point_px", []), 2)
             points_mm = _points(roi["Point_mm"], 3) if "Point_mm" in roi else None
-            area = roi.get("Area")
             record = {"roi": ordinal, "image_index": index, "name": name}
             if points_px is None:
-                unreadable.append({**record, "reason": "Point_px is not a list of '(x, y)' points"})
+                unreadable.append({**record, "reason": "Point_px is not a list of finite '(x, y)' points"})
             elif "Point_mm" in roi and points_mm is None:
-                unreadable.append({**record, "reason": "Point_mm is not a list of '(x, y, z)' points"})
+                unreadable.append({**record, "reason": "Point_mm is not a list of finite '(x, y, z)' points"})
             elif points_mm is not None and len(points_mm) != len(points_px):
                 unreadable.append({**record, "reason": "Point_mm and Point_px differ in length"})
             else:
@@ -165,9 +184,8 @@ def read_calcium_xml(source: str | Path | bytes) -> tuple[list[CocaRoi], list[di
                         name=name,
                         points_px=points_px,
                         points_mm=points_mm if points_mm is not None and len(points_mm) else None,
-                        area_mm2=float(area)
-                        if isinstance(area, (int, float)) and not isinstance(area, bool)
-                        else None,
+                        area_mm2=_finite_number(roi.get("Area")),
+                        mean_hu=_finite_number(roi.get("Mean")),
                     )
                 )
             ordinal += 1
@@ -320,15 +338,36 @@ def find_gated_folders(root: str | Path) -> tuple[Path, Path]:
     )
 
 
-def _fitting_rois(ct: CTVolume, rois: list[CocaRoi]) -> int:
+def _hu_agrees(measured: float, expected: float) -> bool:
+    """OsiriX and our polygon fill may take different edge pixels: agree within 10 HU + 10%."""
+    return abs(measured - expected) <= 10.0 + 0.1 * abs(expected)
+
+
+def _series_evidence(ct: CTVolume, rois: list[CocaRoi]) -> tuple[int, int, int]:
+    """(ROIs landing inside the series, ROIs with a mean HU, of those the ones whose mean HU agrees here)."""
     names = coca_roi_to_label()
-    return sum(1 for roi in rois if roi.name in names and roi_slice(ct, roi)[0] is not None)
+    inside = checked = agreeing = 0
+    for roi in rois:
+        k = roi_slice(ct, roi)[0] if roi.name in names else None
+        if k is None:
+            continue
+        inside += 1
+        mask = _fill(roi.points_px, ct.shape[1:]) if roi.mean_hu is not None else None
+        if mask is not None and mask.any():
+            checked += 1
+            agreeing += _hu_agrees(float(ct.array[k][mask].mean()), roi.mean_hu)
+    return inside, checked, agreeing
 
 
-def choose_series(dicom_folder: Path, rois: list[CocaRoi]) -> tuple[CTVolume, list[dict]]:
-    """Read the series of a patient that fits the XML best, and a note per candidate series.
+def choose_series(dicom_folder: Path, rois: list[CocaRoi], patient_id: str | None = None
+                  ) -> tuple[CTVolume, list[dict]]:
+    """Read the series of a patient that the XML was drawn on, and a note per candidate series.
 
-    Order: most ROIs that land inside the series, then most slices, then the smallest SeriesInstanceUID.
+    Series whose DICOM PatientID is `patient_id` (the folder's and XML's name) come first when there are any.
+    Then: most ROIs inside the series, most ROIs whose mean HU (the XML's "Mean") agrees with the CT there,
+    most slices, smallest SeriesInstanceUID. Geometry alone cannot tell two patients apart, so an InputError
+    (the patient is skipped) when the best series ties on ROIs and HU with a series of another PatientID, or
+    when the XML's mean HU agree with none of its ROIs on the chosen series.
     """
     candidates = []
     notes = []
@@ -339,14 +378,29 @@ def choose_series(dicom_folder: Path, rois: list[CocaRoi]) -> tuple[CTVolume, li
         except InputError as error:
             notes.append({"series_instance_uid": uid, "slices": summary.n_slices, "rejected": str(error)})
             continue
-        fit = _fitting_rois(ct, rois)
-        notes.append({"series_instance_uid": uid, "slices": ct.shape[0], "rois_inside": fit})
-        candidates.append(((-fit, -ct.shape[0], uid), ct))
+        inside, checked, agreeing = _series_evidence(ct, rois)
+        notes.append({"series_instance_uid": uid, "patient_id": ct.info.patient_id, "slices": ct.shape[0],
+                      "rois_inside": inside, "rois_hu_checked": checked, "rois_hu_agreeing": agreeing})
+        candidates.append(((-inside, -agreeing, -ct.shape[0], uid), ct, (checked, agreeing)))
     if not candidates:
         reasons = "; ".join(note["rejected"] for note in notes)
         raise InputError(f"no readable CT series under {dicom_folder}: {reasons}")
-    candidates.sort(key=lambda candidate: candidate[0])
-    return candidates[0][1], notes
+    own = [c for c in candidates if patient_id is not None and c[1].info.patient_id == patient_id]
+    pool = sorted(own or candidates, key=lambda candidate: candidate[0])
+    (best_key, best, (checked, agreeing)), others = pool[0], pool[1:]
+    rivals = [ct for key, ct, _ in others if key[:2] == best_key[:2] and ct.info.patient_id != best.info.patient_id]
+    if rivals:
+        listed = ", ".join(f"{ct.info.series_instance_uid} (PatientID {ct.info.patient_id})" for ct in [best, *rivals])
+        raise InputError(
+            f"series of different patients fit the calcium XML equally under {dicom_folder}: {listed}; "
+            "cannot tell which one it was drawn on: remove the other patients' series from the folder"
+        )
+    if checked and not agreeing:
+        raise InputError(
+            f"the mean HU of none of the {checked} calcium ROIs matches series {best.info.series_instance_uid} "
+            f"under {dicom_folder}: the XML was drawn on another CT; check the patient's folder"
+        )
+    return best, notes
 
 
 def _write_case(ct, labels, case_id, output: Path, scoring_params, patient_id=None):
@@ -381,13 +435,17 @@ def _import_patient(pid, patient_dir, xml_dir, output, missing_xml_as_negative, 
         return None, entry
     if xml_path.is_file():
         rois, unreadable = read_calcium_xml(xml_path)
+        if unreadable:  # a label map without those ROIs would teach that calcium is background
+            entry.update(unreadable_rois=unreadable, reason=f"{len(unreadable)} ROI entries of calcium_xml/{pid}.xml "
+                         f"cannot be read (first: {unreadable[0]['reason']}); fix or replace the XML")
+            return None, entry
     elif missing_xml_as_negative:
-        rois, unreadable = [], []
+        rois = []
         entry["note"] = "no calcium XML: imported as a patient without calcium"
     else:
         entry["reason"] = f"no calcium XML calcium_xml/{pid}.xml (use --missing-xml-as-negative to import it)"
         return None, entry
-    ct, series_notes = choose_series(dicom_folder, rois)
+    ct, series_notes = choose_series(dicom_folder, rois, patient_id=pid)
     labels, raster = rasterize_rois(rois, ct, area_rel_tolerance)
     case = _write_case(ct, labels, pid, output, params)
     entry.update(
@@ -395,7 +453,7 @@ def _import_patient(pid, patient_dir, xml_dir, output, missing_xml_as_negative, 
         series_instance_uid=ct.info.series_instance_uid,
         series_candidates=series_notes,
         slices=ct.shape[0],
-        unreadable_rois=unreadable,
+        unreadable_rois=[],
         **raster.to_dict(),
         reference_scores=case.reference_scores,
         reader_warnings=list(ct.info.warnings),
@@ -454,6 +512,8 @@ def import_coca_gated(
             )
         except InputError as error:
             case, entry = None, {"id": pid, "status": "skipped", "reason": str(error)}
+        except Exception as error:  # one bad patient never aborts the import; the report names it
+            case, entry = None, {"id": pid, "status": "skipped", "reason": f"{type(error).__name__}: {error}"}
         entries.append(entry)
         if case is not None:
             cases.append(case)
@@ -509,7 +569,7 @@ def import_coca_nongated(
             continue
         folder = min(candidates, key=lambda p: (len(p.parts), str(p)))  # the outermost one holds all files
         try:
-            ct, series_notes = choose_series(folder, [])
+            ct, series_notes = choose_series(folder, [], patient_id=row.filename)
         except InputError as error:
             entry["reason"] = str(error)
             continue

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..labels import ARTERIES
+from ..volume import check_spacing
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -114,10 +115,13 @@ def _case_from_entry(entry: dict, root: Path, path: Path, check_files: bool) -> 
                 raise InputError(
                     f"{path}: case {case_id} names {file}, which does not exist; re-run the import"
                 )
-    spacing = tuple(float(s) for s in entry["spacing"])
-    shape = tuple(int(s) for s in entry["shape"])
-    if len(spacing) != 3 or len(shape) != 3:
-        raise InputError(f"{path}: case {case_id} needs 3 spacing and 3 shape values; re-run the import")
+    spacing = check_spacing(entry["spacing"], f"{path}: case {case_id}", "re-run the import")
+    try:
+        shape = tuple(int(s) for s in entry["shape"])
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"{path}: case {case_id} needs 3 positive whole shape values; re-run the import")
     return ManifestCase(
         id=case_id,
         image=image,

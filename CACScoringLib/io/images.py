@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +25,52 @@ def image_suffix(path: Path) -> str | None:
     return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
 
 
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """vox_offset + voxel data bytes from a NIfTI-1 or NIfTI-2 header, or None if it is not one."""
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack_from(order + "i", header, 0)[0] == 348:
+            dims = struct.unpack_from(order + "8h", header, 40)
+            bitpix, offset = struct.unpack_from(order + "h", header, 72)[0], struct.unpack_from(order + "f", header, 108)[0]
+            break
+        if len(header) >= 540 and struct.unpack_from(order + "i", header, 0)[0] == 540:
+            dims = struct.unpack_from(order + "8q", header, 16)
+            bitpix, offset = struct.unpack_from(order + "h", header, 14)[0], struct.unpack_from(order + "q", header, 168)[0]
+            break
+    else:
+        return None
+    if not 1 <= dims[0] <= 7 or bitpix <= 0 or not math.isfinite(offset):
+        return None  # malformed: SimpleITK's reader names the problem
+    voxels = math.prod(max(int(d), 1) for d in dims[1 : dims[0] + 1])
+    return max(int(offset), 348) + (voxels * bitpix + 7) // 8
+
+
+def _check_nifti_complete(path: Path, what: str) -> None:
+    """SimpleITK reads a cut NIfTI (plain or gzip) with the missing voxels as zeros: count the bytes first."""
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as stream:
+            expected = _nifti_expected_bytes(stream.read(540))
+            if expected is None:
+                return
+            stream.seek(0, 2)  # gzip seeks by decompressing to the end, checking the stream and its CRC
+            size = stream.tell()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise InputError(f"cannot read {what} {path} ({error}); the file is truncated or corrupt: copy it again") from None
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
+    if size < expected:
+        raise InputError(
+            f"{what} {path} is truncated: its header describes {expected} bytes of image but it holds {size}; "
+            "copy the file again"
+        )
+
+
 def read_sitk_image(path: Path, what: str) -> sitk.Image:
-    """A 3D single-component image file read by SimpleITK; InputError names the problem otherwise."""
+    """A 3D single-component image file read by SimpleITK; InputError names the problem otherwise.
+
+    NIfTI files are checked whole first; SimpleITK's NRRD and MetaImage readers already refuse short data.
+    """
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path, what)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:

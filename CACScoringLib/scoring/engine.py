@@ -423,6 +423,16 @@ def _label_values(labels: np.ndarray) -> np.ndarray:
     return check_label_values(labels)
 
 
+def _slice_indices(values: Iterable) -> list[int]:
+    """Whole-number slice indices; a float such as 1.7 is refused rather than truncated to slice 1."""
+    indices = []
+    for value in values:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"changed slice {value!r} is not a whole-number slice index; give integer indices")
+        indices.append(int(value))
+    return indices
+
+
 class IncrementalScorer:
     """Scores a CT and its label map, then rescoring only the slices an edit changed.
 
@@ -449,7 +459,7 @@ class IncrementalScorer:
         if changed_slices is None:
             changed = np.flatnonzero((labels != self._labels).any(axis=(1, 2)))
         else:
-            changed = np.unique(np.fromiter(changed_slices, dtype=np.int64))
+            changed = np.unique(np.array(_slice_indices(changed_slices), dtype=np.int64))
             if changed.size and (changed[0] < 0 or changed[-1] >= labels.shape[0]):
                 raise InputError(f"changed slice outside 0-{labels.shape[0] - 1}: {changed.tolist()}")
         if changed.size == 0:

@@ -1,6 +1,7 @@
 """Benchmark (prints figures, not a test): read_ct of a 64-slice 512x512 DICOM series from write_dicom_series.
 
-Compares the thread-pooled reader with one worker and with SimpleITK's (GDCM's) series reader.
+Compares the thread-pooled reader with one worker and with SimpleITK's (GDCM's) series reader, and the cost
+of checking a .nii.gz whole (its gzip stream decompressed once more) against SimpleITK's own read.
 Files are in the page cache after the first read, so the figures are decode/parse costs, not disk.
 Run: .venv/bin/python Testing/benchmarks/bench_io.py
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from CACScoringLib.io import dicom, list_series, read_ct, write_dicom_series
+from CACScoringLib.io import dicom, images, list_series, read_ct, write_dicom_series, write_image
 from CACScoringLib.volume import CTVolume
 
 REPEATS = 5
@@ -62,6 +63,12 @@ def main() -> None:
         seconds, image = timed(lambda: sitk_read(folder))
         assert np.array_equal(sitk.GetArrayFromImage(image), array)
         print(f"SimpleITK ImageSeriesReader (reference): {seconds * 1000:.0f} ms median of {REPEATS}")
+
+        nifti = write_image(ct, folder / "ct.nii.gz")
+        seconds, _ = timed(lambda: images._check_nifti_complete(nifti, "image"))
+        print(f".nii.gz whole-file check ({nifti.stat().st_size / 1e6:.0f} MB): {seconds * 1000:.0f} ms median")
+        seconds, _ = timed(lambda: sitk.ReadImage(str(nifti)))
+        print(f"SimpleITK ReadImage of it: {seconds * 1000:.0f} ms median of {REPEATS}")
 
 
 if __name__ == "__main__":

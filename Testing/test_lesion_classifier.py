@@ -5,6 +5,7 @@ whose decision is a known function of its input channels."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,8 @@ def test_shipping_a_package_keeps_its_lesion_classifier(tmp_path, monkeypatch):
     assert "earlier_held_out_evaluations" not in package.metadata
     registry = json.loads((resources / "models.json").read_text(encoding="utf-8"))
     assert registry["default"] == "cac-x" and registry["models"][0]["path"] == "models/cac-x"
+    # The registry pins the whole package through its checksums.json.
+    assert registry["models"][0]["sha256"] == hashlib.sha256((shipped / "checksums.json").read_bytes()).hexdigest()
 
     # The same weights evaluated again ship under a new version and keep the earlier figures, marked with the
     # version they were shipped as (the aorta option did not exist then: drawn where it fell).

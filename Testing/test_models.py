@@ -545,3 +545,13 @@ def test_config_json_that_is_not_an_object_is_a_one_line_error(package_folder, t
     (folder / "config.json").write_text(text)
     rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors"])
     one_line_error(lambda: load_package(folder), "holds a JSON (list|str), not an object")
+
+
+def test_a_package_moves_to_the_inference_device_with_its_components(cascade_folder):
+    from CACScoringLib.inference.pipeline import load_models
+
+    package = load_package(cascade_folder)  # on CPU; "meta" stands in for a GPU
+    [moved] = load_models(package, torch.device("meta"))
+    assert moved.device == torch.device("meta") and moved.components["heart_roi"].device == torch.device("meta")
+    for network in (moved.network, moved.components["heart_roi"].network):
+        assert {parameter.device.type for parameter in network.parameters()} == {"meta"}

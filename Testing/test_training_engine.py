@@ -80,8 +80,12 @@ def test_cli_train_writes_checkpoints_logs_and_a_loadable_package(tmp_path, mani
     run = tmp_path / "run"
     assert "package: " in capsys.readouterr().out
     for name in ("last.pt", "best.pt"):
-        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        state = torch.load(run / "checkpoints" / name, weights_only=True)  # no map_location: as saved
         assert set(state["model"]) == set(load_package(run / "package").network.state_dict())
+        # Saved device-independently (a GPU run's checkpoint resumes on CPU): every tensor, optimizer state too.
+        tensors = list(tensors_in(state))
+        assert len(tensors) > len(state["model"]) if name == "last.pt" else len(tensors) == len(state["model"])
+        assert {tensor.device.type for tensor in tensors} == {"cpu"}
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["epoch"] == 3 and [row["epoch"] for row in last["history"]] == [1, 2, 3]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -132,6 +136,50 @@ def test_resume_with_more_epochs_continues_the_poly_decay_to_the_new_end(tmp_pat
     resumed = train(config, resume=True)
     # Epoch 3 of 4 (index 2), not the 0 the finished 2-epoch schedule left in the optimizer.
     assert [row["lr"] for row in resumed.history[2:]] == pytest.approx([lr * 0.5**0.9, lr * 0.25**0.9])
+
+
+def tensors_in(state):
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, dict):
+        for value in state.values():
+            yield from tensors_in(value)
+    elif isinstance(state, list | tuple):
+        for value in state:
+            yield from tensors_in(value)
+
+
+class Payload:
+    """Pickled, it would create a file when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_from_a_truncated_or_pickled_checkpoint_is_a_one_line_error(tmp_path, manifest):
+    config = load_config(write_config(tmp_path, manifest))
+    config["export"]["package"] = False
+    config["train"]["epochs"] = 1
+    result = train(config)
+    assert next(result.model.parameters()).device.type == "cpu"
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(InputError, match="not a readable weights-only checkpoint") as caught:
+        train(config, resume=True)
+    assert "\n" not in str(caught.value)
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": Payload(marker)}, last)
+    assert main(["train", str(tmp_path / "train.yaml"), "--resume"]) == 2
+    assert not marker.exists()  # the payload never ran
+
+    torch.save({"model": {}}, last)  # weights only, but not this trainer's checkpoint
+    with pytest.raises(InputError, match="lacks optimizer"):
+        train(config, resume=True)
 
 
 def test_resume_without_a_checkpoint_is_an_input_error(tmp_path, manifest):

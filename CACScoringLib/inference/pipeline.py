@@ -95,10 +95,8 @@ def load_models(model, device: torch.device) -> list[ModelPackage]:
         raise InputError("empty model list; give at least one model id or folder")
     packages = []
     for spec in specs:
-        package = load_package(spec, device)
-        if package.device != device:
-            package.network.to(device)
-            package.device = device
+        # A package loaded earlier may sit elsewhere ("cuda:0" vs "cuda", or CPU): move it with its components.
+        package = load_package(spec, device).to(device)
         if package.config["task"] != "calcium":
             raise InputError(f"model '{package.id}' is a {package.config['task']} model, not a calcium segmentation")
         packages.append(package)

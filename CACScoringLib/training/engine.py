@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ class TrainResult:
     best_metric: float
     history: list[dict]  # one row per epoch: epoch, train_loss, lr and, when validated, the val_* values
     package_dir: Path | None
-    model: nn.Module  # the unwrapped network, holding the best weights
+    model: nn.Module  # the unwrapped network on CPU, holding the best weights
 
 
 def build_optimizer(params, optim_config: dict) -> torch.optim.Optimizer:
@@ -75,10 +76,39 @@ def _mean_across_ranks(value: float, info: distributed.DistInfo) -> float:
     return float(tensor.item() / info.world_size)
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "epoch", "best_metric", "best_epoch", "stale", "history")
+
+
+def _on_cpu(state):
+    """A checkpoint's nested dicts/lists with every tensor moved to CPU, so a GPU run resumes anywhere."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_on_cpu(value) for value in state)
+    return state
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    torch.save(_on_cpu(state), path)
+
+
 def _load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"--resume: no checkpoint at {path}; train without --resume first")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: a checkpoint holding pickled objects is refused, its payload never runs.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise InputError(
+            f"--resume: {path} is not a readable weights-only checkpoint ({type(error).__name__}); "
+            "it is truncated or holds pickled objects: train without --resume"
+        ) from error
+    missing = [key for key in _CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise InputError(f"--resume: {path} lacks {', '.join(missing)}; it is not a checkpoint of this trainer")
+    return state
 
 
 # What must match for a package's weights to mean the same thing in the new run's network.
@@ -237,9 +267,9 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
                 "history": history,
                 "init_from": origin,
             }
-            torch.save(state, checkpoint_dir / "last.pt")
+            save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
-                torch.save({"model": model.state_dict(), "epoch": epoch + 1, "metric": best_metric}, checkpoint_dir / "best.pt")
+                save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "metric": best_metric}, checkpoint_dir / "best.pt")
             summary = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
             tqdm.write(f"epoch {epoch + 1}/{epochs}: {summary}")
         if patience and stale >= patience:
@@ -266,5 +296,5 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
         best_metric=best_metric,
         history=history,
         package_dir=package_dir,
-        model=model,
+        model=model.cpu(),
     )

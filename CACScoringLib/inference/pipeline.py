@@ -185,6 +185,9 @@ def segment(
     report = _reporter(progress, cancel)
     resolved = resolve_device(device)
     if backend == "onnx":
+        from .onnx import require_onnx
+
+        require_onnx(runtime=True)  # before any work is done
         if resolved.type == "cuda" and str(device) != "auto":
             raise InputError("backend 'onnx' runs on CPU only; use --device cpu or the torch backend on CUDA")
         resolved = torch.device("cpu")

@@ -25,6 +25,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..extras import require
 from . import distributed
 from .data import load_cases
 from .tasks import build_task
@@ -144,6 +145,7 @@ def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | 
 
 def train(config: dict, resume: bool = False) -> TrainResult:
     """Train as `config` (from config.load_config) says; under torchrun each process calls this."""
+    require("tensorboard", "train", "training (its TensorBoard logs)")
     info = distributed.setup(config["train"]["device"])
     try:
         with warnings.catch_warnings():

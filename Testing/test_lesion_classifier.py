@@ -188,7 +188,7 @@ def tiny_overrides(tmp_path: Path, segmenter: Path) -> list[str]:
         "data.patch_size=[3, 8, 8]",
         "train.epochs=2",
         "train.batch_size=8",
-        "export.version=9.9",
+        "export.version='9.9'",
         f"output_dir={tmp_path / 'lc'}",
         "train.progress=false",
     ]

@@ -105,7 +105,7 @@ def validate_config(config: dict) -> None:
     if not isinstance(config["network"].get("kwargs", {}), dict):
         raise InputError("model config network kwargs must be an object of the network's arguments")
     dims = config["spatial_dims"]
-    if not _is_int(dims) or dims not in (2, 3):
+    if not is_whole_number(dims) or dims not in (2, 3):
         raise InputError(f"model config spatial_dims is {dims!r}; use 2 or 3")
     expected = contract_labels() if task == "calcium" else TASK_LABELS[task]
     labels = {str(k): v for k, v in config["labels"].items()}
@@ -122,13 +122,13 @@ def validate_config(config: dict) -> None:
                 f"of {len(LESION_CLASSIFIER_INPUTS)} channels ({', '.join(LESION_CLASSIFIER_INPUTS)})"
             )
         limit = config.get("max_candidate_mm3", 1.0)
-        if not _is_number(limit) or limit <= 0:
+        if not is_finite_number(limit) or limit <= 0:
             raise InputError(f"lesion classifier max_candidate_mm3 {limit!r} must be a positive volume in mm³")
         smallest = config.get("min_candidate_voxels", 1)
-        if not _is_int(smallest) or smallest < 1:
+        if not is_whole_number(smallest) or smallest < 1:
             raise InputError(f"lesion classifier min_candidate_voxels {smallest!r} must be a whole number >= 1")
     elif (
-        not _is_int(channels)
+        not is_whole_number(channels)
         or not 1 <= channels <= MAX_CONTEXT_SLICES
         or (dims == 3 and channels != 1)
         or channels % 2 == 0
@@ -139,29 +139,29 @@ def validate_config(config: dict) -> None:
         )
     pre = config["preprocessing"]
     window = pre.get("hu_window")
-    if not isinstance(window, list | tuple) or len(window) != 2 or not all(map(_is_number, window)) or not window[0] < window[1]:
+    if not isinstance(window, list | tuple) or len(window) != 2 or not all(map(is_finite_number, window)) or not window[0] < window[1]:
         raise InputError(f"model config hu_window {window!r} is invalid; give [low, high] numbers with low < high")
     patch = pre.get("patch_size")
     if (
         not isinstance(patch, list | tuple)
         or len(patch) != dims
-        or not all(_is_int(size) and 1 <= size <= MAX_PATCH_SIZE for size in patch)
+        or not all(is_whole_number(size) and 1 <= size <= MAX_PATCH_SIZE for size in patch)
     ):
         raise InputError(f"model config patch_size {patch!r} does not have {dims} whole sizes from 1 to {MAX_PATCH_SIZE}")
     for key in ("inplane_spacing_mm", "slice_spacing_mm"):
         spacing = pre.get(key)
-        if spacing is not None and not (_is_number(spacing) and spacing > 0):
+        if spacing is not None and not (is_finite_number(spacing) and spacing > 0):
             raise InputError(f"model config {key} {spacing!r} must be a positive number or null")
     fraction = config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION)
-    if not _is_number(fraction) or not 0.0 < fraction <= 1.0:
+    if not is_finite_number(fraction) or not 0.0 < fraction <= 1.0:
         raise InputError(f"model config lesion_call_fraction {fraction} must lie in (0, 1]; 0.5 is a majority vote")
 
 
-def _is_int(value) -> bool:
+def is_whole_number(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def is_finite_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -200,9 +200,11 @@ def test_init_from_starts_at_the_package_weights(tmp_path, manifest):
         train={"epochs": 1, "init_from": str(base.folder)},
         optim={"lr": 0.0},
         scheduler={"name": "none"},
+        export={"model_id": "tuned"},  # both runs' output folders are called "run"
     )
     assert main(["train", str(tuned_config)]) == 0
     tuned = load_package(tmp_path / "tuned" / "run" / "package")
+    assert tuned.id == "tuned"
     assert json.loads((tmp_path / "tuned" / "run" / "config.json").read_text())["train"]["init_from"] == str(base.folder)
     for key, value in base.network.state_dict().items():
         assert torch.equal(tuned.network.state_dict()[key], value)
@@ -221,6 +223,46 @@ def test_init_from_starts_at_the_package_weights(tmp_path, manifest):
     assert any(not torch.equal(weights[key].cpu(), value) for key, value in base.network.state_dict().items())
 
 
+def test_fine_tuning_names_the_package_after_the_run_and_says_what_it_did_not_carry_over(tmp_path, manifest, capsys):
+    from CACScoringLib.models import build_network, make_config, save_package
+    from CACScoringLib.models.package import load_package
+
+    assert main(["train", str(write_config(tmp_path / "base", manifest, train={"epochs": 1}))]) == 0
+    base = load_package(tmp_path / "base" / "run" / "package")
+    # A stand-in for the shipped model: the same network with a lesion classifier and a tuned call fraction.
+    lesion = make_config("Classifier", 3, (3, 8, 8), task="lesion_classifier", channels=(4,), strides=(2,))
+    shipped = save_package(
+        tmp_path / "shipped", base.network, {**base.config, "lesion_call_fraction": 0.4},
+        {"id": "cac-shipped", "version": "1.5.0"}, {"lesion_classifier": (build_network(lesion), lesion)},
+    )  # fmt: skip
+    capsys.readouterr()
+
+    mine = write_config(tmp_path / "mine", manifest, train={"epochs": 1, "init_from": str(shipped)})
+    assert main(["train", str(mine)]) == 0
+    printed = capsys.readouterr().out
+    tuned = load_package(tmp_path / "mine" / "run" / "package")
+    assert (tuned.id, tuned.version) == ("run", "0.1.0")  # output_dir's name and the export default
+    assert tuned.components == {} and "lesion_call_fraction" not in tuned.config
+    origin = tuned.metadata["training"]["init_from"]
+    assert (origin["id"], origin["version"], origin["kept"]) == ("cac-shipped", "1.5.0", "network weights")
+    assert origin["not_carried_over"] == {
+        "components": ["lesion_classifier"],
+        "settings": {"lesion_call_fraction": {"from": 0.4, "to": None}},
+    }
+    assert (
+        "train.init_from: starting from cac-shipped 1.5.0's network weights; not carried over: its lesion_classifier "
+        "component, lesion_call_fraction 0.4 (now the default)"
+    ) in printed
+
+    # A run that would call itself the model it starts from is refused before it trains.
+    run = tmp_path / "mine" / "run"
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    same = load_config(mine, ["export.model_id=cac-shipped", "export.version='1.2.0'"])
+    with pytest.raises(InputError, match="would be called 'cac-shipped', as the package it starts from"):
+        train(same)
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before  # nothing written
+
+
 def test_init_from_a_package_of_another_network_is_an_input_error(tmp_path, manifest):
     assert main(["train", str(write_config(tmp_path / "base", manifest, train={"epochs": 1}))]) == 0
     config = load_config(
@@ -229,6 +271,7 @@ def test_init_from_a_package_of_another_network_is_an_input_error(tmp_path, mani
             manifest,
             model={"context_slices": 3},
             train={"init_from": str(tmp_path / "base" / "run" / "package")},
+            export={"model_id": "tuned"},
         )
     )
     with pytest.raises(InputError, match=r"train.init_from: .* has in_channels=1, this run 3"):

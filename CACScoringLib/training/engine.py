@@ -116,15 +116,33 @@ def _load_checkpoint(path: Path) -> dict:
 _INIT_KEYS = ("task", "network", "spatial_dims", "in_channels", "labels")
 
 
-def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | None) -> dict:
-    """Start from a package's weights (checksums verified, safetensors): fine-tuning a shipped model. Returns
-    the provenance the exported package's metadata records."""
+def exported_id(config: dict) -> str:
+    """The id of the package a run exports: export.model_id, else output_dir's name."""
+    return config["export"]["model_id"] or Path(config["output_dir"]).name
+
+
+def _starting_package(config: dict):
+    """The package train.init_from names (checksums verified), refused before anything is written when the
+    run would export it under its own id."""
     from ..models import load_package
+
+    package = load_package(config["train"]["init_from"], device="cpu")
+    if exported_id(config) == package.id:
+        raise InputError(
+            f"train.init_from: the fine-tuned package would be called '{package.id}', as the package it starts from "
+            f"({package.id} {package.version}); name it with export.model_id=NAME (and export.version)"
+        )
+    return package
+
+
+def _init_from_package(model: nn.Module, package, package_ref: str, model_config: dict | None) -> dict:
+    """Start from a package's weights (safetensors): fine-tuning a shipped model. Returns the provenance the
+    exported package's metadata records: what it started from and what of it the exported package does not
+    carry over."""
     from ..models.package import sha256_file
 
     if model_config is None:
         raise InputError("train.init_from: this task exports no model package to start from; remove train.init_from")
-    package = load_package(package_ref, device="cpu")
     for key in _INIT_KEYS:
         if package.config.get(key) != model_config.get(key):
             raise InputError(
@@ -140,7 +158,38 @@ def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | 
         "id": package.id,
         "version": package.version,
         "weights_sha256": sha256_file(package.weights_path),
+        "kept": "network weights",
+        "not_carried_over": _not_carried_over(package, model_config),
     }
+
+
+def _not_carried_over(package, model_config: dict) -> dict:
+    """The starting package's components, and its settings the run's model config sets otherwise (None: absent,
+    the default applies)."""
+    settings = {}
+    old, new = package.config, model_config
+    for key in sorted((set(old) | set(new)) - {"components", "format", "preprocessing", *_INIT_KEYS}):
+        if old.get(key) != new.get(key):
+            settings[key] = {"from": old.get(key), "to": new.get(key)}
+    old_pre, new_pre = old["preprocessing"], new["preprocessing"]
+    for key in sorted(set(old_pre) | set(new_pre)):
+        if old_pre.get(key) != new_pre.get(key):
+            settings[f"preprocessing.{key}"] = {"from": old_pre.get(key), "to": new_pre.get(key)}
+    return {"components": sorted(package.components), "settings": settings}
+
+
+def describe_origin(origin: dict) -> str:
+    """One line: what a fine-tuning run kept of its starting package and what it did not carry over."""
+    dropped = origin["not_carried_over"]
+    parts = [f"its {name} component" for name in dropped["components"]]
+    parts += [
+        f"{key} {change['from']!r} (now {'the default' if change['to'] is None else repr(change['to'])})"
+        for key, change in dropped["settings"].items()
+    ]
+    return (
+        f"train.init_from: starting from {origin['id']} {origin['version']}'s {origin['kept']}; "
+        f"not carried over: {', '.join(parts) if parts else 'nothing'}"
+    )
 
 
 def train(config: dict, resume: bool = False) -> TrainResult:
@@ -162,16 +211,22 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
     set_determinism(seed=seed)
     output_dir = Path(config["output_dir"])
     checkpoint_dir = output_dir / CHECKPOINT_DIR
+    start = _starting_package(config) if tcfg["init_from"] and not resume else None
     if info.is_main:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        try:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise InputError(f"cannot write into output_dir {output_dir}: {error.strerror}; give a writable folder") from error
 
     train_cases, val_cases = load_cases(config)
     task = build_task(config, train_cases, val_cases)
     model = task.build_model()
     origin = None  # the package a fine-tuning run started from; kept in the checkpoints across resumes
-    if tcfg["init_from"] and not resume:
-        origin = _init_from_package(model, tcfg["init_from"], getattr(task, "model_config", None))
+    if start is not None:
+        origin = _init_from_package(model, start, tcfg["init_from"], getattr(task, "model_config", None))
+        if info.is_main:
+            tqdm.write(describe_origin(origin))
     model = model.to(info.device)
     loss_fn = task.build_loss()
     optimizer = build_optimizer(model.parameters(), config["optim"])

@@ -182,6 +182,21 @@ def test_resume_from_a_truncated_or_pickled_checkpoint_is_a_one_line_error(tmp_p
         train(config, resume=True)
 
 
+def test_the_amp_loss_scale_resumes_across_devices():
+    from CACScoringLib.training.engine import restore_scaler
+
+    # A GPU run (AMP on) resumed on CPU (AMP off), and a CPU run's empty scaler state resumed on a GPU.
+    gpu_run = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    on_cpu = torch.amp.GradScaler("cuda", enabled=False)
+    restore_scaler(on_cpu, gpu_run.state_dict())
+    assert not on_cpu.is_enabled()
+    on_gpu = torch.amp.GradScaler("cpu", init_scale=8.0, enabled=True)  # "cpu": the scaler logic, no GPU needed
+    restore_scaler(on_gpu, torch.amp.GradScaler("cuda", enabled=False).state_dict())
+    assert on_gpu.get_scale() == 8.0  # kept its own start
+    restore_scaler(on_gpu, gpu_run.state_dict())
+    assert on_gpu.get_scale() == 1024.0
+
+
 def test_resume_without_a_checkpoint_is_an_input_error(tmp_path, manifest):
     config = load_config(write_config(tmp_path, manifest))
     with pytest.raises(InputError, match="no checkpoint"):

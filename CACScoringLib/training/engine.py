@@ -95,6 +95,13 @@ def save_checkpoint(state: dict, path: Path) -> None:
     torch.save(_on_cpu(state), path)
 
 
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """Resume the AMP loss scale where there is one: a CPU run saves none (AMP is off there), a GPU run's
+    does not apply when resuming on CPU."""
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+
+
 def _load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"--resume: no checkpoint at {path}; train without --resume first")
@@ -246,7 +253,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
                 # this epoch's lr follows the schedule for the new epoch count.
                 for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
                     group["lr"] = base * factor(scheduler.last_epoch)
-        scaler.load_state_dict(state["scaler"])
+        restore_scaler(scaler, state["scaler"])
         start_epoch, best_metric, best_epoch = int(state["epoch"]), float(state["best_metric"]), int(state["best_epoch"])
         stale, history = int(state["stale"]), list(state["history"])
         origin = state.get("init_from")

@@ -424,6 +424,16 @@ def test_checksums_cover_every_file_so_a_swapped_component_is_detected(cascade_f
     component = json.loads((cascade_folder / "heart_roi" / "checksums.json").read_text())["sha256"]
     assert set(component) == {"config.json", "metadata.json", "model.safetensors"}
 
+    # A download whose component file is corrupt is refused before it is installed.
+    monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
+    url = "https://models.example/cascade.zip"
+    corrupt = shutil.copytree(cascade_folder, tmp_path / "corrupt")
+    (corrupt / "heart_roi" / "model.safetensors").write_bytes(b"corrupt")
+    serve(monkeypatch, {url: zip_package(corrupt, tmp_path / "corrupt.zip")})
+    registry = write_registry(tmp_path / "models.json", [entry("remote", sha256_file(cascade_folder / "checksums.json"), url=url)])
+    one_line_error(lambda: load_package("remote", registry=registry), "checksum mismatch for .*heart_roi/model.safetensors")
+    assert not (tmp_path / "cache" / "remote" / "1.2.3").exists()
+
     # An attacker swaps the component's weights and rewrites its own checksums.json to match ...
     swapped = tmp_path / "swapped"
     shutil.copytree(cascade_folder, swapped)
@@ -438,8 +448,6 @@ def test_checksums_cover_every_file_so_a_swapped_component_is_detected(cascade_f
     # ... and the package's checksums.json too: then the registry's SHA-256 (of that file) no longer matches.
     rewrite_checksums(swapped, list(listed))
     assert load_package(swapped).components["heart_roi"].network is not None  # consistent on its own
-    monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
-    url = "https://models.example/cascade.zip"
     serve(monkeypatch, {url: zip_package(swapped, tmp_path / "swapped.zip")})
     registry = write_registry(tmp_path / "models.json", [entry("remote", sha256_file(cascade_folder / "checksums.json"), url=url)])
     one_line_error(lambda: load_package("remote", registry=registry), "registry checksum")

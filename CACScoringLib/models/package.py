@@ -208,6 +208,13 @@ def verify_checksums(folder: Path) -> dict[str, str]:
     return listed
 
 
+def verify_package_files(folder: Path) -> None:
+    """verify_checksums for the package and, through the checksums.json files it lists, every sub-package."""
+    for name in verify_checksums(folder):
+        if name.endswith(f"/{CHECKSUM_FILE}"):
+            verify_package_files(_inside(folder, name, f"{CHECKSUM_FILE} entry").parent)
+
+
 def _inside(folder: Path, name, what: str) -> Path:
     """folder/name, refused unless `name` is a relative path that stays inside `folder` through no symbolic link."""
     parts = PurePosixPath(name).parts if isinstance(name, str) else ()

@@ -160,7 +160,7 @@ def download(entry: ModelEntry, target: Path, progress: bool = True) -> Path:
     the registry's SHA-256 and that every file matches it before replacing anything."""
     from tqdm import tqdm
 
-    from .package import CHECKSUM_FILE, sha256_file, verify_checksums
+    from .package import CHECKSUM_FILE, sha256_file, verify_package_files
 
     if urllib.parse.urlsplit(str(entry.url)).scheme != "https":
         raise InputError(f"model '{entry.id}' url {entry.url!r} is not https://; only https:// URLs are downloaded")
@@ -185,7 +185,7 @@ def download(entry: ModelEntry, target: Path, progress: bool = True) -> Path:
         listing = package / CHECKSUM_FILE
         if not listing.is_file() or listing.is_symlink() or sha256_file(listing) != entry.sha256:
             raise InputError(f"downloaded model '{entry.id}' fails the registry checksum; the download is corrupt")
-        verify_checksums(package)
+        verify_package_files(package)
         if target.exists():  # moved aside, not deleted, until the new package is in place
             target.rename(Path(tmp) / "previous")
         shutil.move(str(package), str(target))

@@ -363,6 +363,12 @@ def test_registry_entry_climbing_out_of_the_cache_is_refused_before_anything_is_
     assert (victim / "precious.txt").read_text() == "keep me" and not cache.exists()
 
 
+@pytest.mark.parametrize("text", ["[]", '"models"', '{"models": {"id": "x"}}', '{"models": ["x"]}'])
+def test_malformed_registry_is_a_one_line_error(tmp_path, text):
+    (tmp_path / "models.json").write_text(text)
+    one_line_error(lambda: Registry.load(tmp_path / "models.json"), "fix models.json")
+
+
 def test_registry_path_outside_its_folder_is_refused(tmp_path):
     (tmp_path / "registry").mkdir()
     raw = entry("local", "f" * 64, path="../elsewhere")

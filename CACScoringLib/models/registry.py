@@ -52,9 +52,13 @@ def cache_dir() -> Path:
 class Registry:
     def __init__(self, data: dict, base: Path):
         self.base = Path(base)
+        if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
+            raise InputError(f'model registry in {self.base} must be {{"default": ..., "models": [...]}}; fix {REGISTRY_FILE}')
         self.default: str | None = data.get("default")
         self.entries: list[ModelEntry] = []
         for raw in data.get("models", []):
+            if not isinstance(raw, dict):
+                raise InputError(f"model registry entry {raw!r} is not an object; fix {REGISTRY_FILE}")
             missing = [k for k in REQUIRED_KEYS if k not in raw]
             if missing or not (raw.get("path") or raw.get("url")):
                 raise InputError(f"model registry entry {raw.get('id', '?')} lacks {missing or ['path or url']}")

@@ -44,8 +44,8 @@ def shipped(registry):
 def test_default_is_the_shipped_phantom_model_and_small(registry, shipped):
     assert registry.default_id() == DEFAULT_ID
     entry = registry.entry(DEFAULT_ID)
-    weights = shipped / "model.safetensors"
-    assert entry.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    # The registry pins the package's checksums.json, which pins every file.
+    assert entry.sha256 == hashlib.sha256((shipped / "checksums.json").read_bytes()).hexdigest()
     size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
     assert size < 25e6
     card = (shipped / "MODEL_CARD.md").read_text(encoding="utf-8")
@@ -56,7 +56,13 @@ def test_default_is_the_shipped_phantom_model_and_small(registry, shipped):
 
 def test_checksums_cover_the_package_and_catch_tampering(shipped, tmp_path):
     listed = json.loads((shipped / "checksums.json").read_text(encoding="utf-8"))["sha256"]
-    assert {"config.json", "metadata.json", "model.safetensors"} <= set(listed)
+    # Every file, the card and the evaluation report included; a component's files through its own checksums.json.
+    files = {p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file()}
+    components = {p.parent.name for p in shipped.glob("*/config.json")}
+    assert set(listed) == {
+        name for name in files if name != "checksums.json" and (name.split("/")[0] not in components or name.endswith("/checksums.json"))
+    }
+    assert {"config.json", "metadata.json", "model.safetensors", "MODEL_CARD.md", "lesion_classifier/checksums.json"} <= set(listed)
     for name, digest in listed.items():
         assert hashlib.sha256((shipped / name).read_bytes()).hexdigest() == digest
     verify_checksums(shipped)

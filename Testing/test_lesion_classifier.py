@@ -5,6 +5,7 @@ whose decision is a known function of its input channels."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,7 @@ def tiny_overrides(tmp_path: Path, segmenter: Path) -> list[str]:
         "data.patch_size=[3, 8, 8]",
         "train.epochs=2",
         "train.batch_size=8",
-        "export.version=9.9",
+        "export.version='9.9'",
         f"output_dir={tmp_path / 'lc'}",
         "train.progress=false",
     ]
@@ -284,6 +285,8 @@ def test_shipping_a_package_keeps_its_lesion_classifier(tmp_path, monkeypatch):
     assert "earlier_held_out_evaluations" not in package.metadata
     registry = json.loads((resources / "models.json").read_text(encoding="utf-8"))
     assert registry["default"] == "cac-x" and registry["models"][0]["path"] == "models/cac-x"
+    # The registry pins the whole package through its checksums.json.
+    assert registry["models"][0]["sha256"] == hashlib.sha256((shipped / "checksums.json").read_bytes()).hexdigest()
 
     # The same weights evaluated again ship under a new version and keep the earlier figures, marked with the
     # version they were shipped as (the aorta option did not exist then: drawn where it fell).

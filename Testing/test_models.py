@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from CACScoringLib.models import (
     save_package,
     validate_config,
 )
+from CACScoringLib.models import registry as registry_module
 from CACScoringLib.models.networks import size_divisor
 from CACScoringLib.models.package import sha256_file
 
@@ -192,13 +195,13 @@ def write_registry(path: Path, models, default=None) -> Registry:
     return Registry.load(path)
 
 
-def entry(model_id, weights_sha, **where):
-    return {"id": model_id, "title": "Tiny", "dims": 2, "sha256": weights_sha, "version": "1.2.3", **where}
+def entry(model_id, package_sha, **where):
+    return {"id": model_id, "title": "Tiny", "dims": 2, "sha256": package_sha, "version": "1.2.3", **where}
 
 
-def test_registry_resolves_shipped_package_and_checks_weights_hash(package_folder, tmp_path):
+def test_registry_resolves_shipped_package_and_checks_the_package_hash(package_folder, tmp_path):
     folder, _ = package_folder
-    sha = sha256_file(folder / "model.safetensors")
+    sha = sha256_file(folder / "checksums.json")
     registry = write_registry(tmp_path / "models.json", [entry("tiny", sha, path="tiny")], default="tiny")
     assert registry.default_id() == "tiny"
     assert load_package("tiny", registry=registry).id == "tiny"
@@ -232,11 +235,23 @@ def zip_package(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def test_download_from_file_url_into_cache(package_folder, tmp_path, monkeypatch):
+class FakeResponse(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
+def serve(monkeypatch, files: dict[str, Path]):
+    """Answer registry downloads of these https URLs from local files (no network in tests)."""
+    monkeypatch.setattr(registry_module, "_open_url", lambda url: FakeResponse(files[url].read_bytes()))
+
+
+def test_download_from_https_url_into_cache(package_folder, tmp_path, monkeypatch):
     folder, network = package_folder
     monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
-    url = zip_package(folder, tmp_path / "tiny.zip").as_uri()
-    sha = sha256_file(folder / "model.safetensors")
+    url = "https://models.example/tiny.zip"
+    serve(monkeypatch, {url: zip_package(folder, tmp_path / "tiny.zip")})
+    sha = sha256_file(folder / "checksums.json")
     registry = write_registry(tmp_path / "models.json", [entry("remote", sha, url=url)])
     assert list_models(registry)[0]["installed"] is False
     package = load_package("remote", registry=registry)
@@ -248,7 +263,8 @@ def test_download_from_file_url_into_cache(package_folder, tmp_path, monkeypatch
 def test_download_with_wrong_checksum_installs_nothing(package_folder, tmp_path, monkeypatch):
     folder, _ = package_folder
     monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
-    url = zip_package(folder, tmp_path / "tiny.zip").as_uri()
+    url = "https://models.example/tiny.zip"
+    serve(monkeypatch, {url: zip_package(folder, tmp_path / "tiny.zip")})
     registry = write_registry(tmp_path / "models.json", [entry("remote", "f" * 64, url=url)])
     with pytest.raises(InputError, match="checksum"):
         load_package("remote", registry=registry)
@@ -259,7 +275,8 @@ def test_download_of_non_zip_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"not a zip")
-    registry = write_registry(tmp_path / "models.json", [entry("remote", "f" * 64, url=junk.as_uri())])
+    serve(monkeypatch, {"https://models.example/junk.zip": junk})
+    registry = write_registry(tmp_path / "models.json", [entry("remote", "f" * 64, url="https://models.example/junk.zip")])
     with pytest.raises(InputError, match="not a zip"):
         load_package("remote", registry=registry)
 
@@ -307,3 +324,248 @@ def test_models_command_lists_json(capsys):
     registry = Registry.load()
     assert listing["default"] == registry.default
     assert [row["id"] for row in listing["models"]] == registry.ids
+
+
+# --- Packages and the registry stay inside their folders (issue 16) ---
+
+
+def heart_config():
+    return make_config("UNet", 2, (16, 16), task="heart_roi", channels=(4, 8), strides=(2,), num_res_units=0)
+
+
+@pytest.fixture
+def cascade_folder(tmp_path):
+    """A calcium package with a heart ROI component."""
+    torch.manual_seed(0)
+    config, heart = tiny_config(), heart_config()
+    components = {"heart_roi": (build_network(heart), heart)}
+    return save_package(tmp_path / "cascade", build_network(config), config, {"id": "cascade"}, components)
+
+
+def one_line_error(call, match):
+    with pytest.raises(InputError, match=match) as caught:
+        call()
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["version", "id"])
+def test_registry_entry_climbing_out_of_the_cache_is_refused_before_anything_is_touched(tmp_path, monkeypatch, key):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CACSCORING_CACHE", str(cache))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    monkeypatch.setattr(registry_module, "_open_url", lambda url: pytest.fail("nothing may be downloaded"))
+    raw = entry("remote", "f" * 64, url="https://models.example/x.zip")
+    raw[key] = "../../../victim"
+    one_line_error(lambda: write_registry(tmp_path / "models.json", [raw]), f"{key} '../../../victim'")
+    assert (victim / "precious.txt").read_text() == "keep me" and not cache.exists()
+
+
+@pytest.mark.parametrize("text", ["[]", '"models"', '{"models": {"id": "x"}}', '{"models": ["x"]}'])
+def test_malformed_registry_is_a_one_line_error(tmp_path, text):
+    (tmp_path / "models.json").write_text(text)
+    one_line_error(lambda: Registry.load(tmp_path / "models.json"), "fix models.json")
+
+
+def test_registry_path_outside_its_folder_is_refused(tmp_path):
+    (tmp_path / "registry").mkdir()
+    raw = entry("local", "f" * 64, path="../elsewhere")
+    one_line_error(lambda: write_registry(tmp_path / "registry" / "models.json", [raw]), "outside the registry's folder")
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/tiny.zip", "http://models.example/tiny.zip", "ftp://models.example/x.zip"])
+def test_only_https_urls_are_downloaded(tmp_path, url):
+    one_line_error(lambda: write_registry(tmp_path / "models.json", [entry("remote", "f" * 64, url=url)]), "only https://")
+
+
+def test_a_redirect_to_plain_http_is_not_followed():
+    import urllib.request
+
+    request = urllib.request.Request("https://models.example/tiny.zip")
+    handler = registry_module._HttpsOnlyRedirects()
+    with pytest.raises(InputError, match="only https:// is followed"):
+        handler.redirect_request(request, None, 302, "Found", {}, "http://models.example/tiny.zip")
+    assert handler.redirect_request(request, None, 302, "Found", {}, "https://cdn.example/tiny.zip").full_url == (
+        "https://cdn.example/tiny.zip"
+    )
+
+
+def test_a_symlink_in_the_cache_is_not_followed_by_a_download(package_folder, tmp_path, monkeypatch):
+    folder, _ = package_folder
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CACSCORING_CACHE", str(cache))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    (cache / "remote").mkdir(parents=True)
+    (cache / "remote" / "1.2.3").symlink_to(victim, target_is_directory=True)
+    url = "https://models.example/tiny.zip"
+    serve(monkeypatch, {url: zip_package(folder, tmp_path / "tiny.zip")})
+    registry = write_registry(tmp_path / "models.json", [entry("remote", sha256_file(folder / "checksums.json"), url=url)])
+    one_line_error(lambda: load_package("remote", registry=registry), "symbolic link")
+    assert [p.name for p in victim.iterdir()] == ["precious.txt"]
+
+
+def test_a_second_download_replaces_the_old_install_only_once_the_new_one_verifies(package_folder, tmp_path, monkeypatch):
+    folder, _ = package_folder
+    monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
+    url = "https://models.example/tiny.zip"
+    serve(monkeypatch, {url: zip_package(folder, tmp_path / "tiny.zip")})
+    good = entry("remote", sha256_file(folder / "checksums.json"), url=url)
+    registry = write_registry(tmp_path / "models.json", [good])
+    installed = registry_module.download(registry.entry("remote"), registry.folder(registry.entry("remote")), progress=False)
+    before = sha256_file(installed / "model.safetensors")
+    bad = write_registry(tmp_path / "models.json", [{**good, "sha256": "0" * 64}])
+    one_line_error(lambda: registry_module.download(bad.entry("remote"), installed, progress=False), "registry checksum")
+    assert sha256_file(installed / "model.safetensors") == before  # the old install is intact
+    registry_module.download(registry.entry("remote"), installed, progress=False)  # a good one replaces it
+    assert sorted(p.name for p in installed.parent.iterdir()) == ["1.2.3"]
+
+
+def test_checksums_cover_every_file_so_a_swapped_component_is_detected(cascade_folder, tmp_path, monkeypatch):
+    listed = json.loads((cascade_folder / "checksums.json").read_text())["sha256"]
+    assert set(listed) == {"config.json", "metadata.json", "model.safetensors", "heart_roi/checksums.json"}
+    component = json.loads((cascade_folder / "heart_roi" / "checksums.json").read_text())["sha256"]
+    assert set(component) == {"config.json", "metadata.json", "model.safetensors"}
+
+    # A download whose component file is corrupt is refused before it is installed.
+    monkeypatch.setenv("CACSCORING_CACHE", str(tmp_path / "cache"))
+    url = "https://models.example/cascade.zip"
+    corrupt = shutil.copytree(cascade_folder, tmp_path / "corrupt")
+    (corrupt / "heart_roi" / "model.safetensors").write_bytes(b"corrupt")
+    serve(monkeypatch, {url: zip_package(corrupt, tmp_path / "corrupt.zip")})
+    registry = write_registry(tmp_path / "models.json", [entry("remote", sha256_file(cascade_folder / "checksums.json"), url=url)])
+    one_line_error(lambda: load_package("remote", registry=registry), "checksum mismatch for .*heart_roi/model.safetensors")
+    assert not (tmp_path / "cache" / "remote" / "1.2.3").exists()
+
+    # An attacker swaps the component's weights and rewrites its own checksums.json to match ...
+    swapped = tmp_path / "swapped"
+    shutil.copytree(cascade_folder, swapped)
+    other = build_network(heart_config())
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    from safetensors.torch import save_model
+
+    save_model(other, str(swapped / "heart_roi" / "model.safetensors"))
+    rewrite_checksums(swapped / "heart_roi", ["config.json", "metadata.json", "model.safetensors"])
+    one_line_error(lambda: load_package(swapped), "checksum mismatch for .*heart_roi/checksums.json")
+    # ... and the package's checksums.json too: then the registry's SHA-256 (of that file) no longer matches.
+    rewrite_checksums(swapped, list(listed))
+    assert load_package(swapped).components["heart_roi"].network is not None  # consistent on its own
+    serve(monkeypatch, {url: zip_package(swapped, tmp_path / "swapped.zip")})
+    registry = write_registry(tmp_path / "models.json", [entry("remote", sha256_file(cascade_folder / "checksums.json"), url=url)])
+    one_line_error(lambda: load_package("remote", registry=registry), "registry checksum")
+    assert not (tmp_path / "cache" / "remote" / "1.2.3").exists()
+
+
+def test_metadata_is_covered_by_the_checksums(package_folder):
+    folder, _ = package_folder
+    (folder / "metadata.json").write_text(json.dumps({"id": "shipped-model", "version": "9.9.9"}))
+    one_line_error(lambda: load_package(folder), "checksum mismatch for .*metadata.json")
+    rewrite_checksums(folder, ["config.json", "model.safetensors"])
+    one_line_error(lambda: load_package(folder), "does not list metadata.json")
+
+
+def rewrite_config(folder: Path, change) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors", "heart_roi/checksums.json"])
+
+
+@pytest.mark.parametrize(
+    ("components", "match"),
+    [
+        ({"heart_roi": "../outside_pkg"}, "not a path inside the package"),
+        ({"heart_roi": "/etc"}, "not a path inside the package"),
+        ({"../../x": "heart_roi"}, "unknown component '../../x'"),
+        ({"heart_roi": ["heart_roi"]}, "not a path inside the package"),
+        ({"heart_roi": "heart_roi/../heart_roi"}, "not a path inside the package"),
+        ({"heart_roi": "heart_roi/."}, "not a sub-folder listed in checksums.json"),
+    ],
+)
+def test_component_names_and_paths_stay_inside_the_package(cascade_folder, tmp_path, components, match):
+    outside = tmp_path / "outside_pkg"
+    shutil.copytree(cascade_folder / "heart_roi", outside)
+    rewrite_config(cascade_folder, lambda config: config.update(components=components))
+    one_line_error(lambda: load_package(cascade_folder), match)
+
+
+def test_a_component_folder_symlinked_elsewhere_is_refused(cascade_folder, tmp_path):
+    shutil.move(cascade_folder / "heart_roi", tmp_path / "elsewhere")
+    (cascade_folder / "heart_roi").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    one_line_error(lambda: load_package(cascade_folder), "symbolic link")
+
+
+def test_symlinked_weights_and_checksum_entries_outside_the_package_are_refused(package_folder, tmp_path):
+    folder, _ = package_folder
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"secret")
+    listing = json.loads((folder / "checksums.json").read_text())
+    listing["sha256"]["../secret.bin"] = sha256_file(secret)
+    (folder / "checksums.json").write_text(json.dumps(listing))
+    one_line_error(lambda: load_package(folder), "'../secret.bin' .* not a path inside the package")
+
+    rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors"])
+    shutil.move(folder / "model.safetensors", tmp_path / "weights.safetensors")
+    (folder / "model.safetensors").symlink_to(tmp_path / "weights.safetensors")
+    one_line_error(lambda: load_package(folder), "'model.safetensors' .* symbolic link")
+
+
+def test_a_component_must_have_the_task_its_name_says(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config()
+    network = build_network(config)
+    # A calcium model saved as the heart ROI.
+    folder = save_package(tmp_path / "p", network, config, {}, {"heart_roi": (build_network(config), config)})
+    message = one_line_error(lambda: load_package(folder), "component 'heart_roi'")
+    assert "is a calcium model, not a heart_roi model" in message
+
+
+@pytest.mark.parametrize("listing", ["[1, 2]", '"config.json"', '{"sha256": ["config.json"]}', '{"sha256": {"config.json": "abc"}}'])
+def test_malformed_checksums_json_is_a_one_line_error(package_folder, listing):
+    folder, _ = package_folder
+    (folder / "checksums.json").write_text(listing)
+    one_line_error(lambda: load_package(folder), "checksums.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda c: c.clear() or c.update(x=1), "lacks 'task'"),
+        (lambda c: c.update(network=["UNet"]), "'network' is a list"),
+        (lambda c: c.update(labels="0,1,2,3,4"), "'labels' is a str"),
+        (lambda c: c.update(in_channels=10**9 + 1), "in_channels 1000000001"),
+        (lambda c: c["preprocessing"].update(patch_size=[10**6, 10**6]), "patch_size"),
+        (lambda c: c["preprocessing"].update(hu_window="ab"), "hu_window 'ab'"),
+        (lambda c: c["preprocessing"].update(inplane_spacing_mm="0.8"), "inplane_spacing_mm '0.8'"),
+        (lambda c: c["network"]["kwargs"].update(channels=[4, 10**9]), r"[\d,]{14,} weights but model.safetensors holds"),
+    ],
+)
+def test_malformed_config_json_is_a_one_line_error_without_a_huge_allocation(package_folder, change, match):
+    folder, _ = package_folder
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors"])
+    one_line_error(lambda: load_package(folder), match)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"a string"'])
+def test_config_json_that_is_not_an_object_is_a_one_line_error(package_folder, text):
+    folder, _ = package_folder
+    (folder / "config.json").write_text(text)
+    rewrite_checksums(folder, ["config.json", "metadata.json", "model.safetensors"])
+    one_line_error(lambda: load_package(folder), "holds a JSON (list|str), not an object")
+
+
+def test_a_package_moves_to_the_inference_device_with_its_components(cascade_folder):
+    from CACScoringLib.inference.pipeline import load_models
+
+    package = load_package(cascade_folder)  # on CPU; "meta" stands in for a GPU
+    [moved] = load_models(package, torch.device("meta"))
+    assert moved.device == torch.device("meta") and moved.components["heart_roi"].device == torch.device("meta")
+    for network in (moved.network, moved.components["heart_roi"].network):
+        assert {parameter.device.type for parameter in network.parameters()} == {"meta"}

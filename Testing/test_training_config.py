@@ -49,6 +49,44 @@ def test_bad_values(override, message):
         load_config(None, ["data.source=phantom", override])
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=ten", "train.epochs='ten' must be a whole number >= 1"),
+        ("train.epochs=-3", "train.epochs=-3 must be a whole number >= 1"),
+        ("train.epochs=2.5", "train.epochs=2.5 must be a whole number >= 1"),
+        ("train.epochs=true", "train.epochs=True must be a whole number >= 1"),
+        ("train.batch_size=0", "train.batch_size=0 must be a whole number >= 1"),
+        ("split.folds=x", "split.folds='x' must be a whole number >= 1"),
+        ("data.hu_window=5", r"data.hu_window=5 must be a list of 2 numbers \[low, high\]"),
+        ("data.hu_window=[-200, .nan]", r"data.hu_window=\[-200, nan\] must be a list of 2 numbers"),
+        ("optim.lr=fast", "optim.lr='fast' must be a number >= 0"),
+        ("optim.lr=-0.1", "optim.lr=-0.1 must be a number >= 0"),
+        ("augment.flip_prob=1.5", "augment.flip_prob=1.5 must be a number from 0 to 1"),
+        ("data.patch_size=[100000, 100000]", "data.patch_size=.* whole sizes from 1 to 2048"),
+        ("data.phantom.train_seeds=[8, 0]", r"train_seeds=\[8, 0\] must be \[start, stop\]"),
+        ("train.amp=yes please", "train.amp='yes please' must be true or false"),
+        ("export.version=1.0", "export.version=1.0 must be a plain name .*quote a version"),
+        ("export.model_id=../../x", "export.model_id='../../x' must be a plain name"),
+        ("output_dir=", "output_dir=None must be a non-empty text"),
+    ],
+)
+def test_values_are_checked_for_type_and_range_before_anything_runs(override, message):
+    with pytest.raises(InputError, match=message) as caught:
+        load_config(None, ["data.source=phantom", override])
+    assert "\n" not in str(caught.value) and "fix the config" in str(caught.value)
+
+
+def test_output_dir_that_is_a_file_or_under_one_is_refused(tmp_path):
+    existing = tmp_path / "results.txt"
+    existing.write_text("a user's file")
+    for output in (existing, existing / "run"):
+        with pytest.raises(InputError, match="is an existing file; give a folder"):
+            load_config(None, ["data.source=phantom", f"output_dir={output}"])
+    assert existing.read_text() == "a user's file"
+    assert load_config(None, ["data.source=phantom", f"output_dir={tmp_path / 'new' / 'run'}"])["output_dir"]
+
+
 def test_manifest_source_needs_a_manifest():
     with pytest.raises(InputError, match="data.manifest is not set"):
         load_config(None, [])

@@ -80,8 +80,12 @@ def test_cli_train_writes_checkpoints_logs_and_a_loadable_package(tmp_path, mani
     run = tmp_path / "run"
     assert "package: " in capsys.readouterr().out
     for name in ("last.pt", "best.pt"):
-        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        state = torch.load(run / "checkpoints" / name, weights_only=True)  # no map_location: as saved
         assert set(state["model"]) == set(load_package(run / "package").network.state_dict())
+        # Saved device-independently (a GPU run's checkpoint resumes on CPU): every tensor, optimizer state too.
+        tensors = list(tensors_in(state))
+        assert len(tensors) > len(state["model"]) if name == "last.pt" else len(tensors) == len(state["model"])
+        assert {tensor.device.type for tensor in tensors} == {"cpu"}
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["epoch"] == 3 and [row["epoch"] for row in last["history"]] == [1, 2, 3]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -134,6 +138,65 @@ def test_resume_with_more_epochs_continues_the_poly_decay_to_the_new_end(tmp_pat
     assert [row["lr"] for row in resumed.history[2:]] == pytest.approx([lr * 0.5**0.9, lr * 0.25**0.9])
 
 
+def tensors_in(state):
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, dict):
+        for value in state.values():
+            yield from tensors_in(value)
+    elif isinstance(state, list | tuple):
+        for value in state:
+            yield from tensors_in(value)
+
+
+class Payload:
+    """Pickled, it would create a file when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_from_a_truncated_or_pickled_checkpoint_is_a_one_line_error(tmp_path, manifest):
+    config = load_config(write_config(tmp_path, manifest))
+    config["export"]["package"] = False
+    config["train"]["epochs"] = 1
+    result = train(config)
+    assert next(result.model.parameters()).device.type == "cpu"
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(InputError, match="not a readable weights-only checkpoint") as caught:
+        train(config, resume=True)
+    assert "\n" not in str(caught.value)
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": Payload(marker)}, last)
+    assert main(["train", str(tmp_path / "train.yaml"), "--resume"]) == 2
+    assert not marker.exists()  # the payload never ran
+
+    torch.save({"model": {}}, last)  # weights only, but not this trainer's checkpoint
+    with pytest.raises(InputError, match="lacks optimizer"):
+        train(config, resume=True)
+
+
+def test_the_amp_loss_scale_resumes_across_devices():
+    from CACScoringLib.training.engine import restore_scaler
+
+    # A GPU run (AMP on) resumed on CPU (AMP off), and a CPU run's empty scaler state resumed on a GPU.
+    gpu_run = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    on_cpu = torch.amp.GradScaler("cuda", enabled=False)
+    restore_scaler(on_cpu, gpu_run.state_dict())
+    assert not on_cpu.is_enabled()
+    on_gpu = torch.amp.GradScaler("cpu", init_scale=8.0, enabled=True)  # "cpu": the scaler logic, no GPU needed
+    restore_scaler(on_gpu, torch.amp.GradScaler("cuda", enabled=False).state_dict())
+    assert on_gpu.get_scale() == 8.0  # kept its own start
+    restore_scaler(on_gpu, gpu_run.state_dict())
+    assert on_gpu.get_scale() == 1024.0
+
+
 def test_resume_without_a_checkpoint_is_an_input_error(tmp_path, manifest):
     config = load_config(write_config(tmp_path, manifest))
     with pytest.raises(InputError, match="no checkpoint"):
@@ -152,9 +215,11 @@ def test_init_from_starts_at_the_package_weights(tmp_path, manifest):
         train={"epochs": 1, "init_from": str(base.folder)},
         optim={"lr": 0.0},
         scheduler={"name": "none"},
+        export={"model_id": "tuned"},  # both runs' output folders are called "run"
     )
     assert main(["train", str(tuned_config)]) == 0
     tuned = load_package(tmp_path / "tuned" / "run" / "package")
+    assert tuned.id == "tuned"
     assert json.loads((tmp_path / "tuned" / "run" / "config.json").read_text())["train"]["init_from"] == str(base.folder)
     for key, value in base.network.state_dict().items():
         assert torch.equal(tuned.network.state_dict()[key], value)
@@ -173,6 +238,46 @@ def test_init_from_starts_at_the_package_weights(tmp_path, manifest):
     assert any(not torch.equal(weights[key].cpu(), value) for key, value in base.network.state_dict().items())
 
 
+def test_fine_tuning_names_the_package_after_the_run_and_says_what_it_did_not_carry_over(tmp_path, manifest, capsys):
+    from CACScoringLib.models import build_network, make_config, save_package
+    from CACScoringLib.models.package import load_package
+
+    assert main(["train", str(write_config(tmp_path / "base", manifest, train={"epochs": 1}))]) == 0
+    base = load_package(tmp_path / "base" / "run" / "package")
+    # A stand-in for the shipped model: the same network with a lesion classifier and a tuned call fraction.
+    lesion = make_config("Classifier", 3, (3, 8, 8), task="lesion_classifier", channels=(4,), strides=(2,))
+    shipped = save_package(
+        tmp_path / "shipped", base.network, {**base.config, "lesion_call_fraction": 0.4},
+        {"id": "cac-shipped", "version": "1.5.0"}, {"lesion_classifier": (build_network(lesion), lesion)},
+    )  # fmt: skip
+    capsys.readouterr()
+
+    mine = write_config(tmp_path / "mine", manifest, train={"epochs": 1, "init_from": str(shipped)})
+    assert main(["train", str(mine)]) == 0
+    printed = capsys.readouterr().out
+    tuned = load_package(tmp_path / "mine" / "run" / "package")
+    assert (tuned.id, tuned.version) == ("run", "0.1.0")  # output_dir's name and the export default
+    assert tuned.components == {} and "lesion_call_fraction" not in tuned.config
+    origin = tuned.metadata["training"]["init_from"]
+    assert (origin["id"], origin["version"], origin["kept"]) == ("cac-shipped", "1.5.0", "network weights")
+    assert origin["not_carried_over"] == {
+        "components": ["lesion_classifier"],
+        "settings": {"lesion_call_fraction": {"from": 0.4, "to": None}},
+    }
+    assert (
+        "train.init_from: starting from cac-shipped 1.5.0's network weights; not carried over: its lesion_classifier "
+        "component, lesion_call_fraction 0.4 (now the default)"
+    ) in printed
+
+    # A run that would call itself the model it starts from is refused before it trains.
+    run = tmp_path / "mine" / "run"
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    same = load_config(mine, ["export.model_id=cac-shipped", "export.version='1.2.0'"])
+    with pytest.raises(InputError, match="would be called 'cac-shipped', as the package it starts from"):
+        train(same)
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before  # nothing written
+
+
 def test_init_from_a_package_of_another_network_is_an_input_error(tmp_path, manifest):
     assert main(["train", str(write_config(tmp_path / "base", manifest, train={"epochs": 1}))]) == 0
     config = load_config(
@@ -181,6 +286,7 @@ def test_init_from_a_package_of_another_network_is_an_input_error(tmp_path, mani
             manifest,
             model={"context_slices": 3},
             train={"init_from": str(tmp_path / "base" / "run" / "package")},
+            export={"model_id": "tuned"},
         )
     )
     with pytest.raises(InputError, match=r"train.init_from: .* has in_channels=1, this run 3"):

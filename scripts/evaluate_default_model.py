@@ -13,8 +13,8 @@ Writes into OUTPUT (default: <package>/evaluation): evaluation.json, cases.csv a
 (CACScoringLib.evaluation.report), held_out.json (the headline figures, the targets and the calcium
 look-alikes). --ship, only when every target is met (else exit 1; --accept-unmet-targets ships anyway and
 the card says which are missed): re-saves the package into Resources/models/<id>/ with the held-out figures
-in metadata.json (checksums rewritten by save_package), copies the report into its evaluation/, writes
-MODEL_CARD.md and the model's entry in Resources/models.json; --register-default also makes it the
+in metadata.json, copies the report into its evaluation/, writes MODEL_CARD.md, lists every file in its
+checksums.json (seal_package) and writes the model's entry (the SHA-256 of that checksums.json) in Resources/models.json; --register-default also makes it the
 registry default.
 """
 
@@ -40,7 +40,7 @@ from CACScoringLib.evaluation.report import evaluate_case, summarize, write_repo
 from CACScoringLib.inference import segment  # noqa: E402
 from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package, save_package, validate_config  # noqa: E402
-from CACScoringLib.models.package import WEIGHTS_FILE, sha256_file  # noqa: E402
+from CACScoringLib.models.package import WEIGHTS_FILE, seal_package, sha256_file  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
 from CACScoringLib.phantom.thorax import (  # noqa: E402
     DEFAULT_BIFURCATION_CLEARANCE_MM,
@@ -203,14 +203,22 @@ def ship(package, headline: dict, folder: Path, register_default: bool, version:
     size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
     if size_mb > MAX_SHIPPED_MB:
         raise SystemExit(f"shipped package is {size_mb:.1f} MB, over the {MAX_SHIPPED_MB} MB limit")
+    register(metadata, package.spatial_dims, folder, register_default)
+    return folder
+
+
+def register(metadata: dict, dims: int, folder: Path, register_default: bool) -> None:
+    """Seal the shipped folder (every file, card and report included, in checksums.json) and write its registry
+    entry, whose sha256 is that of checksums.json."""
+    package_sha = seal_package(folder)
     registry_path = resources_dir() / "models.json"
     registry = json.loads(registry_path.read_text(encoding="utf-8"))
     entry = {
         "id": metadata["id"],
         "title": metadata["title"],
-        "dims": package.spatial_dims,
+        "dims": dims,
         "path": folder.relative_to(registry_path.parent).as_posix(),
-        "sha256": sha256_file(folder / WEIGHTS_FILE),
+        "sha256": package_sha,
         "version": metadata["version"],
         "description": "trained on synthetic thorax phantoms only; not validated on patient CT (see MODEL_CARD.md)",
     }
@@ -218,7 +226,6 @@ def ship(package, headline: dict, folder: Path, register_default: bool, version:
     if register_default:
         registry["default"] = entry["id"]
     registry_path.write_text(json.dumps(registry, indent=2) + "\n", encoding="utf-8")
-    return folder
 
 
 def _targets_line(met: dict) -> str:
@@ -577,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         (shipped / "MODEL_CARD.md").write_text(
             model_card(shipped_package, headline, training_config), encoding="utf-8"
         )
+        # The report and card join the package: list them too (the registry SHA-256 changes with them).
+        register(shipped_package.metadata, shipped_package.spatial_dims, shipped, args.register_default)
         print(f"shipped {shipped}")
     return 0
 

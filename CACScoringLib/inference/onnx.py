@@ -12,11 +12,19 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..extras import require
 from ..models.package import ModelPackage
 
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+
+
+def require_onnx(runtime: bool) -> None:
+    """The onnx extra's packages (onnx for export, onnxruntime too for running), or a one-line InputError."""
+    require("onnx", "onnx", "ONNX export")
+    if runtime:
+        require("onnxruntime", "onnx", "the onnx backend")
 
 
 def _export(package: ModelPackage, target) -> None:
@@ -43,6 +51,7 @@ def _export(package: ModelPackage, target) -> None:
 def export_onnx(package: ModelPackage, path: str | Path) -> Path:
     """Write the package's network as ONNX (dynamic batch and spatial axes) and return the path."""
     path = Path(path)
+    require_onnx(runtime=False)
     if package.config["task"] != "calcium" and package.config["network"]["name"] == "Classifier":
         raise InputError("the false-positive classifier has a fixed input size; export the segmentation model")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +63,7 @@ class OnnxRunner:
     """Callable like the torch network (tensor in, logits tensor out), run by onnxruntime on CPU."""
 
     def __init__(self, package: ModelPackage, threads: int | None = None):
+        require_onnx(runtime=True)
         import onnxruntime
 
         buffer = io.BytesIO()

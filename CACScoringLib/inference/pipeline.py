@@ -97,10 +97,8 @@ def load_models(model, device: torch.device) -> list[ModelPackage]:
         raise InputError("empty model list; give at least one model id or folder")
     packages = []
     for spec in specs:
-        package = load_package(spec, device)
-        if package.device != device:
-            package.network.to(device)
-            package.device = device
+        # A package loaded earlier may sit elsewhere ("cuda:0" vs "cuda", or CPU): move it with its components.
+        package = load_package(spec, device).to(device)
         if package.config["task"] != "calcium":
             raise InputError(f"model '{package.id}' is a {package.config['task']} model, not a calcium segmentation")
         packages.append(package)
@@ -189,6 +187,9 @@ def segment(
     report = _reporter(progress, cancel)
     resolved = resolve_device(device)
     if backend == "onnx":
+        from .onnx import require_onnx
+
+        require_onnx(runtime=True)  # before any work is done
         if resolved.type == "cuda" and str(device) != "auto":
             raise InputError("backend 'onnx' runs on CPU only; use --device cpu or the torch backend on CUDA")
         resolved = torch.device("cpu")

@@ -30,6 +30,9 @@ DEFAULT_INPLANE_SPACING_MM = 0.8
 # The lesion classifier's input channels (inference/lesions.py): CT, the candidate's voxels, artery probabilities.
 LESION_CLASSIFIER_INPUTS = ("ct", "candidate", *ARTERIES)
 EFFICIENTNET_DIVISOR = 32  # five stride-2 stages in EfficientNet-B0
+# Bounds far beyond any real model, so that a malformed config fails here and not in a huge allocation.
+MAX_PATCH_SIZE = 2048
+MAX_CONTEXT_SLICES = 99
 
 
 def contract_labels() -> dict[str, str]:
@@ -90,16 +93,20 @@ def validate_config(config: dict) -> None:
     for key in ("task", "network", "spatial_dims", "labels", "preprocessing"):
         if key not in config:
             raise InputError(f"model config lacks '{key}'; recreate it with models.make_config()")
+    for key in ("network", "labels", "preprocessing"):
+        if not isinstance(config[key], dict):
+            raise InputError(f"model config '{key}' is a {type(config[key]).__name__}, not an object; recreate it with models.make_config()")
     task = config["task"]
-    if task not in TASKS:
-        raise InputError(f"model config task '{task}' is unknown; use one of {', '.join(TASKS)}")
-    if config["network"].get("name") not in NETWORK_NAMES:
-        raise InputError(
-            f"model config network '{config['network'].get('name')}' is unknown; use one of {', '.join(NETWORK_NAMES)}"
-        )
+    if not isinstance(task, str) or task not in TASKS:
+        raise InputError(f"model config task {task!r} is unknown; use one of {', '.join(TASKS)}")
+    name = config["network"].get("name")
+    if not isinstance(name, str) or name not in NETWORK_NAMES:
+        raise InputError(f"model config network {name!r} is unknown; use one of {', '.join(NETWORK_NAMES)}")
+    if not isinstance(config["network"].get("kwargs", {}), dict):
+        raise InputError("model config network kwargs must be an object of the network's arguments")
     dims = config["spatial_dims"]
-    if dims not in (2, 3):
-        raise InputError(f"model config spatial_dims is {dims}; use 2 or 3")
+    if not is_whole_number(dims) or dims not in (2, 3):
+        raise InputError(f"model config spatial_dims is {dims!r}; use 2 or 3")
     expected = contract_labels() if task == "calcium" else TASK_LABELS[task]
     labels = {str(k): v for k, v in config["labels"].items()}
     if labels != expected:
@@ -115,29 +122,47 @@ def validate_config(config: dict) -> None:
                 f"of {len(LESION_CLASSIFIER_INPUTS)} channels ({', '.join(LESION_CLASSIFIER_INPUTS)})"
             )
         limit = config.get("max_candidate_mm3", 1.0)
-        if not isinstance(limit, int | float) or limit <= 0:
+        if not is_finite_number(limit) or limit <= 0:
             raise InputError(f"lesion classifier max_candidate_mm3 {limit!r} must be a positive volume in mm³")
         smallest = config.get("min_candidate_voxels", 1)
-        if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 1:
+        if not is_whole_number(smallest) or smallest < 1:
             raise InputError(f"lesion classifier min_candidate_voxels {smallest!r} must be a whole number >= 1")
-    elif not isinstance(channels, int) or channels < 1 or (dims == 3 and channels != 1) or channels % 2 == 0:
+    elif (
+        not is_whole_number(channels)
+        or not 1 <= channels <= MAX_CONTEXT_SLICES
+        or (dims == 3 and channels != 1)
+        or channels % 2 == 0
+    ):
         raise InputError(
-            f"model config in_channels {channels!r} must be an odd number of slices around the segmented one "
-            "(2D) or 1 (3D)"
+            f"model config in_channels {channels!r} must be an odd number of slices (at most {MAX_CONTEXT_SLICES}) "
+            "around the segmented one (2D) or 1 (3D)"
         )
     pre = config["preprocessing"]
-    lo, hi = pre.get("hu_window", (None, None))
-    if lo is None or hi is None or not lo < hi:
-        raise InputError(f"model config hu_window {pre.get('hu_window')} is invalid; give [low, high] with low < high")
+    window = pre.get("hu_window")
+    if not isinstance(window, list | tuple) or len(window) != 2 or not all(map(is_finite_number, window)) or not window[0] < window[1]:
+        raise InputError(f"model config hu_window {window!r} is invalid; give [low, high] numbers with low < high")
     patch = pre.get("patch_size")
-    if not patch or len(patch) != dims or min(patch) < 1:
-        raise InputError(f"model config patch_size {patch} does not have {dims} positive sizes")
-    spacing = pre.get("inplane_spacing_mm")
-    if spacing is not None and spacing <= 0:
-        raise InputError(f"model config inplane_spacing_mm {spacing} must be positive or null")
+    if (
+        not isinstance(patch, list | tuple)
+        or len(patch) != dims
+        or not all(is_whole_number(size) and 1 <= size <= MAX_PATCH_SIZE for size in patch)
+    ):
+        raise InputError(f"model config patch_size {patch!r} does not have {dims} whole sizes from 1 to {MAX_PATCH_SIZE}")
+    for key in ("inplane_spacing_mm", "slice_spacing_mm"):
+        spacing = pre.get(key)
+        if spacing is not None and not (is_finite_number(spacing) and spacing > 0):
+            raise InputError(f"model config {key} {spacing!r} must be a positive number or null")
     fraction = config.get("lesion_call_fraction", DEFAULT_LESION_CALL_FRACTION)
-    if not isinstance(fraction, int | float) or not 0.0 < fraction <= 1.0:
+    if not is_finite_number(fraction) or not 0.0 < fraction <= 1.0:
         raise InputError(f"model config lesion_call_fraction {fraction} must lie in (0, 1]; 0.5 is a majority vote")
+
+
+def is_whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def network_spacing(config: dict) -> list[float]:
@@ -248,7 +273,7 @@ def build_network(config: dict) -> nn.Module:
         kwargs.setdefault("strides", (2, 2, 2))
         in_shape = (in_channels, *config["preprocessing"]["patch_size"])
         return nets.Classifier(in_shape=in_shape, classes=out_channels, **kwargs)
-    except (TypeError, ValueError, AssertionError) as error:
+    except (TypeError, ValueError, AssertionError, RuntimeError) as error:
         if isinstance(error, InputError):
             raise
         raise InputError(f"cannot build {name} from the model config: {error}") from error

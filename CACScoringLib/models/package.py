@@ -3,9 +3,13 @@
     config.json      network name + kwargs, spatial_dims, preprocessing, labels, components
     model.safetensors  weights (a state_dict `model.pt` is accepted, loaded with weights_only=True)
     metadata.json    id, version, training data, measured accuracy, monai/torch versions, created
-    checksums.json   SHA-256 of every file above (and of each component's checksums.json)
+    checksums.json   SHA-256 of every other file in the folder (documentation included); a component's
+                     files through its own checksums.json, which is listed here. So this one file's SHA-256
+                     (the registry's `sha256`) pins the whole package.
     <component>/     optional sub-packages named in config["components"] ("heart_roi", "fp_classifier",
-                     "lesion_classifier")
+                     "lesion_classifier"), each of the task its name says
+
+Every path is resolved inside the package and symbolic links are refused.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch import nn
@@ -31,6 +36,7 @@ CHECKSUM_FILE = "checksums.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_DICT_FILE = "model.pt"
 COMPONENT_NAMES = ("heart_roi", "fp_classifier", "lesion_classifier")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -59,6 +65,14 @@ class ModelPackage:
     @property
     def weights_path(self) -> Path:
         return _weights_file(self.folder)
+
+    def to(self, device: torch.device) -> ModelPackage:
+        """Move the network and every component's network to `device` (in place)."""
+        self.network.to(device)
+        self.device = device
+        for component in self.components.values():
+            component.to(device)
+        return self
 
 
 def sha256_file(path: str | Path) -> str:
@@ -126,9 +140,27 @@ def save_package(
     save_model(network, str(folder / WEIGHTS_FILE))
     _write_json(folder / CONFIG_FILE, config)
     _write_json(folder / METADATA_FILE, meta)
-    listed = [CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE] + [f"{name}/{CHECKSUM_FILE}" for name in config["components"]]
-    _write_json(folder / CHECKSUM_FILE, {"sha256": {name: sha256_file(folder / name) for name in listed}})
+    seal_package(folder)
     return folder
+
+
+def seal_package(folder: str | Path) -> str:
+    """(Re)write checksums.json to list every file in the package folder (a component by its own
+    checksums.json); returns that file's SHA-256, the registry's `sha256` for the package."""
+    folder = Path(folder)
+    config = _read_json_object(folder / CONFIG_FILE)
+    components = set((config.get("components") or {}).values())
+    listed = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            raise InputError(f"{path} is a symbolic link; a model package holds plain files only")
+        top = name.split("/")[0]
+        if path.is_dir() or name == CHECKSUM_FILE or (top in components and name != f"{top}/{CHECKSUM_FILE}"):
+            continue
+        listed[name] = sha256_file(path)
+    _write_json(folder / CHECKSUM_FILE, {"sha256": listed})
+    return sha256_file(folder / CHECKSUM_FILE)
 
 
 def load_package(
@@ -140,50 +172,123 @@ def load_package(
     if isinstance(folder_or_id, ModelPackage):
         return folder_or_id
     path = Path(folder_or_id)
-    expected_weights_sha = None
+    expected_package_sha = None
     if not path.is_dir():
         from .registry import Registry
 
         registry = registry or Registry.load()
-        path, expected_weights_sha = registry.locate(str(folder_or_id))
-    return _load_folder(path, resolve_device(device), expected_weights_sha)
+        path, expected_package_sha = registry.locate(str(folder_or_id))
+    return _load_folder(path, resolve_device(device), expected_package_sha)
 
 
-def verify_checksums(folder: Path) -> None:
-    """Compare every file listed in checksums.json with its SHA-256; InputError names the first mismatch."""
-    checksum_path = folder / CHECKSUM_FILE
+def verify_checksums(folder: Path) -> dict[str, str]:
+    """Compare every file listed in checksums.json with its SHA-256 (config, weights and metadata must be
+    listed); InputError names the first problem. Returns the listing."""
+    folder = Path(folder)
+    checksum_path = _inside(folder, CHECKSUM_FILE, "file")
     if not checksum_path.is_file():
         raise InputError(f"model package {folder} has no {CHECKSUM_FILE}; re-export it with save_package()")
-    listed = _read_json(checksum_path).get("sha256", {})
-    weights = _weights_file(folder)
-    for required in (CONFIG_FILE, weights.name):
-        if required not in listed:
-            raise InputError(f"{CHECKSUM_FILE} in {folder} does not list {required}; re-export the model package")
+    listed = _read_json_object(checksum_path).get("sha256")
+    if not isinstance(listed, dict) or not all(
+        isinstance(digest, str) and SHA256_HEX.fullmatch(digest) for digest in listed.values()
+    ):
+        raise InputError(
+            f"{checksum_path} must map each file to its SHA-256 (64 hex digits) under 'sha256'; reinstall the model package"
+        )
+    required = [CONFIG_FILE, _weights_file(folder).name] + ([METADATA_FILE] if (folder / METADATA_FILE).exists() else [])
+    for name in required:
+        if name not in listed:
+            raise InputError(f"{CHECKSUM_FILE} in {folder} does not list {name}; re-export the model package")
     for name, expected in listed.items():
-        target = folder / name
+        target = _inside(folder, name, f"{CHECKSUM_FILE} entry")
         if not target.is_file():
             raise InputError(f"model file {target} is missing; reinstall the model package")
         if sha256_file(target) != expected:
             raise InputError(f"checksum mismatch for {target}: the file is corrupt or was changed; reinstall the model")
+    return listed
 
 
-def _load_folder(folder: Path, device: torch.device, expected_weights_sha: str | None = None) -> ModelPackage:
+def verify_package_files(folder: Path) -> None:
+    """verify_checksums for the package and, through the checksums.json files it lists, every sub-package."""
+    for name in verify_checksums(folder):
+        if name.endswith(f"/{CHECKSUM_FILE}"):
+            verify_package_files(_inside(folder, name, f"{CHECKSUM_FILE} entry").parent)
+
+
+def _inside(folder: Path, name, what: str) -> Path:
+    """folder/name, refused unless `name` is a relative path that stays inside `folder` through no symbolic link."""
+    parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+    if not parts or name.startswith("/") or "\\" in name or any(part in (".", "..") for part in parts):
+        raise InputError(f"{what} {name!r} in {folder} is not a path inside the package; re-export the model package")
+    root = Path(folder).resolve()
+    path = root.joinpath(*parts)
+    if path.resolve() != path:
+        raise InputError(
+            f"{what} {name!r} in {folder} is or passes through a symbolic link; a model package holds plain files only"
+        )
+    return path
+
+
+def _load_folder(
+    folder: Path, device: torch.device, expected_package_sha: str | None = None, component: str | None = None
+) -> ModelPackage:
     if not (folder / CONFIG_FILE).is_file():
         raise InputError(f"{folder} is not a model package (no {CONFIG_FILE}); give a model folder or registry id")
-    verify_checksums(folder)
-    weights = _weights_file(folder)
-    if expected_weights_sha and sha256_file(weights) != expected_weights_sha:
-        raise InputError(f"weights {weights} do not match the registry checksum; reinstall or re-download the model")
-    config = _read_json(folder / CONFIG_FILE)
+    listed = verify_checksums(folder)
+    if expected_package_sha and sha256_file(folder / CHECKSUM_FILE) != expected_package_sha:
+        raise InputError(
+            f"package {folder} does not match the registry checksum (SHA-256 of its {CHECKSUM_FILE}); "
+            "reinstall or re-download the model"
+        )
+    config = _read_json_object(folder / CONFIG_FILE)
     validate_config(config)
-    metadata = _read_json(folder / METADATA_FILE) if (folder / METADATA_FILE).is_file() else {}
-    network = build_network(config)
+    if component and config["task"] != component:
+        raise InputError(
+            f"component '{component}' of {folder.parent} is a {config['task']} model, not a {component} model; "
+            f"re-export the package with a {component} model"
+        )
+    metadata = _read_json_object(folder / METADATA_FILE) if (folder / METADATA_FILE).is_file() else {}
+    weights = _weights_file(folder)
+    network = _build_for_weights(config, weights)
     _load_weights(network, weights)
     network.to(device).eval()
     components = {
-        name: _load_folder(folder / sub, device) for name, sub in (config.get("components") or {}).items()
+        name: _load_folder(sub, device, component=name) for name, sub in _component_folders(folder, config, listed).items()
     }
     return ModelPackage(folder, config, metadata, network, device, components)
+
+
+def _component_folders(folder: Path, config: dict, listed: dict) -> dict[str, Path]:
+    """config["components"] checked: known names, each a plain sub-folder whose checksums.json the package lists."""
+    components = config.get("components") or {}
+    if not isinstance(components, dict):
+        raise InputError(f"{folder / CONFIG_FILE} components must map component names to sub-folders")
+    folders = {}
+    for name, sub in components.items():
+        if name not in COMPONENT_NAMES:
+            raise InputError(f"{folder / CONFIG_FILE} names an unknown component {name!r}; use {', '.join(COMPONENT_NAMES)}")
+        path = _inside(folder, sub, f"component {name}")
+        if not isinstance(sub, str) or "/" in sub or f"{sub}/{CHECKSUM_FILE}" not in listed:
+            raise InputError(
+                f"component {name} folder {sub!r} in {folder} is not a sub-folder listed in {CHECKSUM_FILE}; "
+                "re-export the model package"
+            )
+        folders[name] = path
+    return folders
+
+
+def _build_for_weights(config: dict, weights: Path) -> nn.Module:
+    """The config's network, refused before allocation when it has more weights than the file has bytes."""
+    with torch.device("meta"):
+        skeleton = build_network(config)
+    count = sum(tensor.numel() for tensor in skeleton.state_dict().values())
+    size = weights.stat().st_size
+    if count > size:
+        raise InputError(
+            f"{CONFIG_FILE} in {weights.parent} describes a network of {count:,} weights but {weights.name} holds "
+            f"{size:,} bytes; the config does not belong to these weights"
+        )
+    return build_network(config)
 
 
 def _load_weights(network: nn.Module, weights: Path) -> None:
@@ -229,12 +334,17 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _read_json(path: Path) -> dict:
+def _read_json_object(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path} is not valid JSON ({error.msg}); reinstall the model package") from error
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); reinstall the model package") from error
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror}; reinstall the model package") from error
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {type(data).__name__}, not an object; reinstall the model package")
+    return data
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -14,6 +14,8 @@ import yaml
 
 from ..errors import InputError
 from ..labels import LABEL_ID
+from ..models.networks import MAX_PATCH_SIZE, is_finite_number, is_whole_number
+from ..models.registry import PLAIN_NAME
 
 DEFAULTS: dict = {
     # segmentation (per-artery calcium label maps), slice_classification (seed 003), vessel_regression
@@ -181,7 +183,107 @@ TASK_LOSSES = {
 
 def _is_count(value) -> bool:
     """A whole number >= 1 as YAML gives it (YAML's true/false are Python ints too)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return is_whole_number(value) and value >= 1
+
+
+# (test, what is expected) per kind of value; the message names the key, the value and the expectation.
+def _numbers(count: int, test, what: str) -> tuple:
+    return (lambda v: isinstance(v, list) and len(v) == count and all(map(test, v)), f"a list of {count} {what}")
+
+
+def _optional(kind: tuple) -> tuple:
+    return (lambda v: v is None or kind[0](v), f"{kind[1]} or null")
+
+
+COUNT = (_is_count, "a whole number >= 1")
+NATURAL = (lambda v: is_whole_number(v) and v >= 0, "a whole number >= 0")
+NUMBER = (is_finite_number, "a number")
+POSITIVE = (lambda v: is_finite_number(v) and v > 0, "a number > 0")
+NON_NEGATIVE = (lambda v: is_finite_number(v) and v >= 0, "a number >= 0")
+PROBABILITY = (lambda v: is_finite_number(v) and 0 <= v <= 1, "a number from 0 to 1")
+FLAG = (lambda v: isinstance(v, bool), "true or false")
+TEXT = (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty text")
+NAME = (lambda v: isinstance(v, str) and bool(PLAIN_NAME.fullmatch(v)), "a plain name of letters, digits, '.', '_', '+', '-' (quote a version: '1.0')")
+PATCH = (lambda v: isinstance(v, list) and len(v) in (2, 3) and all(is_whole_number(p) and 1 <= p <= MAX_PATCH_SIZE for p in v),
+         f"a list of 2 (y, x) or 3 (z, y, x) whole sizes from 1 to {MAX_PATCH_SIZE}")  # fmt: skip
+SEEDS = (lambda v: isinstance(v, list) and len(v) == 2 and all(is_whole_number(p) and p >= 0 for p in v) and v[0] < v[1],
+         "[start, stop] whole numbers >= 0 with start < stop")  # fmt: skip
+
+VALUE_KINDS = {
+    "seed": NATURAL,
+    "output_dir": TEXT,
+    "model.network": TEXT,
+    "model.inplane_spacing_mm": _optional(POSITIVE),
+    "model.slice_spacing_mm": _optional(POSITIVE),
+    "data.manifest": _optional(TEXT),
+    "data.phantom.train_seeds": SEEDS,
+    "data.phantom.val_seeds": SEEDS,
+    "data.phantom.shape": _numbers(3, COUNT[0], "whole sizes >= 1 (z, y, x)"),
+    "data.hu_window": _numbers(2, NUMBER[0], "numbers [low, high]"),
+    "data.patch_size": PATCH,
+    "data.samples_per_image": COUNT,
+    "data.pos_fraction": PROBABILITY,
+    "data.hard_negative_fraction": PROBABILITY,
+    "data.class_ratios": _optional(_numbers(5, NON_NEGATIVE[0], "numbers >= 0, one per label 0..4")),
+    "data.negative_slice_ratio": NON_NEGATIVE,
+    "data.num_workers": NATURAL,
+    "data.heart_masks": _optional(TEXT),
+    "data.candidate_threshold_hu": NUMBER,
+    "data.segmenter": _optional(TEXT),
+    "data.max_candidate_mm3": POSITIVE,
+    "data.min_candidate_voxels": COUNT,
+    "data.volume_size": _numbers(3, COUNT[0], "whole sizes >= 1"),
+    "data.cam_slices": NATURAL,
+    "augment.flip_prob": PROBABILITY,
+    "augment.rotate_prob": PROBABILITY,
+    "augment.rotate_deg": NON_NEGATIVE,
+    "augment.shift_prob": PROBABILITY,
+    "augment.shift_offset": NON_NEGATIVE,
+    "augment.noise_prob": PROBABILITY,
+    "augment.noise_std": NON_NEGATIVE,
+    "augment.smooth_prob": PROBABILITY,
+    "augment.smooth_sigma": _numbers(2, NON_NEGATIVE[0], "numbers >= 0 (voxels)"),
+    "split.folds": COUNT,
+    "split.fold": NATURAL,
+    "split.val_fraction": (lambda v: is_finite_number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "loss.alpha": NON_NEGATIVE,
+    "loss.beta": NON_NEGATIVE,
+    "loss.gamma": NON_NEGATIVE,
+    "loss.include_background": FLAG,
+    "loss.batch": FLAG,
+    "optim.lr": NON_NEGATIVE,  # 0 keeps the weights (an evaluation-only run)
+    "optim.weight_decay": NON_NEGATIVE,
+    "optim.momentum": (lambda v: is_finite_number(v) and 0 <= v < 1, "a number from 0 to below 1"),
+    "scheduler.factor": (lambda v: is_finite_number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "scheduler.patience": NATURAL,
+    "scheduler.power": NON_NEGATIVE,
+    "train.epochs": COUNT,
+    "train.batch_size": COUNT,
+    "train.val_every": COUNT,
+    "train.early_stopping_patience": NATURAL,
+    "train.amp": FLAG,
+    "train.progress": FLAG,
+    "train.max_steps_per_epoch": _optional(COUNT),
+    "export.package": FLAG,
+    "export.model_id": _optional(NAME),
+    "export.version": NAME,
+    "export.title": _optional(TEXT),
+    "export.training_data": _optional(TEXT),
+}
+
+
+def _check_values(config: dict) -> None:
+    """Every value of VALUE_KINDS has its type and range, before anything runs."""
+    for path, (test, expected) in VALUE_KINDS.items():
+        node = config
+        for part in path.split("."):
+            node = node[part]
+        if not test(node):
+            raise InputError(f"config {path}={node!r} must be {expected}; fix the config or the override")
+    output = Path(config["output_dir"]).absolute()
+    existing = next(folder for folder in (output, *output.parents) if folder.exists())
+    if not existing.is_dir():
+        raise InputError(f"config output_dir={config['output_dir']!r}: {existing} is an existing file; give a folder")
 
 
 def _check_choices(config: dict) -> None:
@@ -245,5 +347,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise InputError(f"config file {path} must hold a mapping of sections")
         config = merge_config(config, from_file)
     config = merge_config(config, parse_overrides(overrides or []))
+    _check_values(config)
     _check_choices(config)
     return config

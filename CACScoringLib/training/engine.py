@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..extras import require
 from . import distributed
 from .data import load_cases
 from .tasks import build_task
@@ -39,7 +41,7 @@ class TrainResult:
     best_metric: float
     history: list[dict]  # one row per epoch: epoch, train_loss, lr and, when validated, the val_* values
     package_dir: Path | None
-    model: nn.Module  # the unwrapped network, holding the best weights
+    model: nn.Module  # the unwrapped network on CPU, holding the best weights
 
 
 def build_optimizer(params, optim_config: dict) -> torch.optim.Optimizer:
@@ -75,25 +77,79 @@ def _mean_across_ranks(value: float, info: distributed.DistInfo) -> float:
     return float(tensor.item() / info.world_size)
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "epoch", "best_metric", "best_epoch", "stale", "history")
+
+
+def _on_cpu(state):
+    """A checkpoint's nested dicts/lists with every tensor moved to CPU, so a GPU run resumes anywhere."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_on_cpu(value) for value in state)
+    return state
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    torch.save(_on_cpu(state), path)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """Resume the AMP loss scale where there is one: a CPU run saves none (AMP is off there), a GPU run's
+    does not apply when resuming on CPU."""
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+
+
 def _load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"--resume: no checkpoint at {path}; train without --resume first")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: a checkpoint holding pickled objects is refused, its payload never runs.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise InputError(
+            f"--resume: {path} is not a readable weights-only checkpoint ({type(error).__name__}); "
+            "it is truncated or holds pickled objects: train without --resume"
+        ) from error
+    missing = [key for key in _CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise InputError(f"--resume: {path} lacks {', '.join(missing)}; it is not a checkpoint of this trainer")
+    return state
 
 
 # What must match for a package's weights to mean the same thing in the new run's network.
 _INIT_KEYS = ("task", "network", "spatial_dims", "in_channels", "labels")
 
 
-def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | None) -> dict:
-    """Start from a package's weights (checksums verified, safetensors): fine-tuning a shipped model. Returns
-    the provenance the exported package's metadata records."""
+def exported_id(config: dict) -> str:
+    """The id of the package a run exports: export.model_id, else output_dir's name."""
+    return config["export"]["model_id"] or Path(config["output_dir"]).name
+
+
+def _starting_package(config: dict):
+    """The package train.init_from names (checksums verified), refused before anything is written when the
+    run would export it under its own id."""
     from ..models import load_package
+
+    package = load_package(config["train"]["init_from"], device="cpu")
+    if exported_id(config) == package.id:
+        raise InputError(
+            f"train.init_from: the fine-tuned package would be called '{package.id}', as the package it starts from "
+            f"({package.id} {package.version}); name it with export.model_id=NAME (and export.version)"
+        )
+    return package
+
+
+def _init_from_package(model: nn.Module, package, package_ref: str, model_config: dict | None) -> dict:
+    """Start from a package's weights (safetensors): fine-tuning a shipped model. Returns the provenance the
+    exported package's metadata records: what it started from and what of it the exported package does not
+    carry over."""
     from ..models.package import sha256_file
 
     if model_config is None:
         raise InputError("train.init_from: this task exports no model package to start from; remove train.init_from")
-    package = load_package(package_ref, device="cpu")
     for key in _INIT_KEYS:
         if package.config.get(key) != model_config.get(key):
             raise InputError(
@@ -109,11 +165,43 @@ def _init_from_package(model: nn.Module, package_ref: str, model_config: dict | 
         "id": package.id,
         "version": package.version,
         "weights_sha256": sha256_file(package.weights_path),
+        "kept": "network weights",
+        "not_carried_over": _not_carried_over(package, model_config),
     }
+
+
+def _not_carried_over(package, model_config: dict) -> dict:
+    """The starting package's components, and its settings the run's model config sets otherwise (None: absent,
+    the default applies)."""
+    settings = {}
+    old, new = package.config, model_config
+    for key in sorted((set(old) | set(new)) - {"components", "format", "preprocessing", *_INIT_KEYS}):
+        if old.get(key) != new.get(key):
+            settings[key] = {"from": old.get(key), "to": new.get(key)}
+    old_pre, new_pre = old["preprocessing"], new["preprocessing"]
+    for key in sorted(set(old_pre) | set(new_pre)):
+        if old_pre.get(key) != new_pre.get(key):
+            settings[f"preprocessing.{key}"] = {"from": old_pre.get(key), "to": new_pre.get(key)}
+    return {"components": sorted(package.components), "settings": settings}
+
+
+def describe_origin(origin: dict) -> str:
+    """One line: what a fine-tuning run kept of its starting package and what it did not carry over."""
+    dropped = origin["not_carried_over"]
+    parts = [f"its {name} component" for name in dropped["components"]]
+    parts += [
+        f"{key} {change['from']!r} (now {'the default' if change['to'] is None else repr(change['to'])})"
+        for key, change in dropped["settings"].items()
+    ]
+    return (
+        f"train.init_from: starting from {origin['id']} {origin['version']}'s {origin['kept']}; "
+        f"not carried over: {', '.join(parts) if parts else 'nothing'}"
+    )
 
 
 def train(config: dict, resume: bool = False) -> TrainResult:
     """Train as `config` (from config.load_config) says; under torchrun each process calls this."""
+    require("tensorboard", "train", "training (its TensorBoard logs)")
     info = distributed.setup(config["train"]["device"])
     try:
         with warnings.catch_warnings():
@@ -130,16 +218,22 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
     set_determinism(seed=seed)
     output_dir = Path(config["output_dir"])
     checkpoint_dir = output_dir / CHECKPOINT_DIR
+    start = _starting_package(config) if tcfg["init_from"] and not resume else None
     if info.is_main:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        try:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise InputError(f"cannot write into output_dir {output_dir}: {error.strerror}; give a writable folder") from error
 
     train_cases, val_cases = load_cases(config)
     task = build_task(config, train_cases, val_cases)
     model = task.build_model()
     origin = None  # the package a fine-tuning run started from; kept in the checkpoints across resumes
-    if tcfg["init_from"] and not resume:
-        origin = _init_from_package(model, tcfg["init_from"], getattr(task, "model_config", None))
+    if start is not None:
+        origin = _init_from_package(model, start, tcfg["init_from"], getattr(task, "model_config", None))
+        if info.is_main:
+            tqdm.write(describe_origin(origin))
     model = model.to(info.device)
     loss_fn = task.build_loss()
     optimizer = build_optimizer(model.parameters(), config["optim"])
@@ -159,7 +253,7 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
                 # this epoch's lr follows the schedule for the new epoch count.
                 for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
                     group["lr"] = base * factor(scheduler.last_epoch)
-        scaler.load_state_dict(state["scaler"])
+        restore_scaler(scaler, state["scaler"])
         start_epoch, best_metric, best_epoch = int(state["epoch"]), float(state["best_metric"]), int(state["best_epoch"])
         stale, history = int(state["stale"]), list(state["history"])
         origin = state.get("init_from")
@@ -237,9 +331,9 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
                 "history": history,
                 "init_from": origin,
             }
-            torch.save(state, checkpoint_dir / "last.pt")
+            save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
-                torch.save({"model": model.state_dict(), "epoch": epoch + 1, "metric": best_metric}, checkpoint_dir / "best.pt")
+                save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "metric": best_metric}, checkpoint_dir / "best.pt")
             summary = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
             tqdm.write(f"epoch {epoch + 1}/{epochs}: {summary}")
         if patience and stale >= patience:
@@ -266,5 +360,5 @@ def _train(config: dict, resume: bool, info: distributed.DistInfo) -> TrainResul
         best_metric=best_metric,
         history=history,
         package_dir=package_dir,
-        model=model,
+        model=model.cpu(),
     )

@@ -42,6 +42,7 @@ def export_package(
     """Save the best weights as a package in OUTPUT_DIR/package; validation figures of the best epoch go in,
     and `origin`, the package a fine-tuning run started from (train.init_from)."""
     from ..models.package import save_package
+    from .engine import exported_id
 
     export = config["export"]
     folder = Path(config["output_dir"]) / "package"
@@ -49,7 +50,7 @@ def export_package(
     accuracy = {key: value for key, value in best.items() if key.startswith("val_")}
     accuracy.update({"epoch": best.get("epoch"), "measured_on": "validation split of the training run"})
     metadata = {
-        "id": export["model_id"] or Path(config["output_dir"]).name,
+        "id": exported_id(config),
         "version": export["version"],
         "title": export["title"] or f"{config['model']['network']} {config['model']['spatial_dims']}D ({config['loss']['name']} loss)",
         "training_data": export["training_data"] or describe_training_data(config, train_cases, val_cases),

@@ -16,6 +16,7 @@ import pytest
 from CACScoringLib.errors import InputError
 from CACScoringLib.io import read_ct
 from CACScoringLib.phantom.qrm import (
+    comparison_table,
     extract_scan,
     locate_qrm_inserts,
     read_qrm_reference,
@@ -132,6 +133,20 @@ def test_small_inserts_are_reported_as_undetected_where_they_are_below_threshold
             assert not row["detected"] and row["agatston"] == 0 and row["mass_mg"] == 0
         else:
             assert row["detected"] and row["lesions"] == 1
+
+
+def test_comparison_table_puts_each_insert_beside_its_reference_row(qrm):
+    *_, rows, reference = qrm
+    table = comparison_table(list(rows.values()), reference)
+    assert len(table) == 9
+    large_800 = next(row for row in table if row["insert"] == "800 mg/cm³ large (5 mm)")
+    assert large_800["true_mass_mg"] == reference[(800.0, "large")]["true_mass_mg"]
+    assert large_800["authors_agatston"] == reference[(800.0, "large")]["agatston"]
+    assert large_800["authors_mass_mg"] == reference[(800.0, "large")]["mass_mg"]
+    ours = rows[(800.0, "large")]["mass_mg"]
+    assert large_800["mass_error_pct"] == pytest.approx(
+        100 * (ours - large_800["true_mass_mg"]) / large_800["true_mass_mg"]
+    )
 
 
 def test_overlay_png_is_written(qrm, tmp_path):

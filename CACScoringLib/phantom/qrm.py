@@ -426,3 +426,24 @@ def read_qrm_reference(path, vendor: str, scan: str) -> dict[tuple[float, str], 
                 "mass_mg": float(row[f"calculated_mass_{size}"]),
             }
     return reference
+
+
+def comparison_table(rows: list[dict], reference: dict[tuple[float, str], dict]) -> list[dict]:
+    """Our scores next to the true mass and the data set authors' Agatston and mass, one row per insert."""
+    table = []
+    for row in rows:
+        theirs = reference[(row["density_mg_cm3"], row["size"])]
+        table.append(
+            {
+                "insert": f"{row['density_mg_cm3']:g} mg/cm³ {row['size']} ({row['diameter_mm']:g} mm)",
+                "agatston": row["agatston"],
+                "volume_mm3": row["volume_mm3"],
+                "mass_mg": row["mass_mg"],
+                "true_mass_mg": theirs["true_mass_mg"],
+                "mass_error_pct": 100.0 * (row["mass_mg"] / theirs["true_mass_mg"] - 1.0),
+                "authors_agatston": theirs["agatston"],
+                "authors_mass_mg": theirs["mass_mg"],
+                "detected": row["detected"],
+            }
+        )
+    return table

@@ -336,6 +336,9 @@ def score_qrm_inserts(
     return calibration, rows
 
 
+LABEL_BOX = {"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0}  # readable on any HU
+
+
 def write_qrm_overlay(ct: CTVolume, layout: QRMLayout, path) -> Path:
     """PNG: the insert plane with the nine insert ROIs, and a rod slice with the HA and water rod ROIs."""
     spacing_yx = (float(ct.spacing[1]), float(ct.spacing[0]))
@@ -362,10 +365,11 @@ def write_qrm_overlay(ct: CTVolume, layout: QRMLayout, path) -> Path:
         plane_axis.annotate(
             f"{insert.density_mg_cm3:g}/{insert.diameter_mm:g}mm{marker}",
             (x, y),
-            xytext=(6, 6),
+            xytext=(10, -16),
             textcoords="offset points",
             color=colour,
             fontsize=7,
+            bbox=LABEL_BOX,
         )
     plane_axis.set_title(f"slice {layout.plane_slice}: insert ROIs (mg HA/cm³ / diameter)", fontsize=9)
     rod_axis.imshow(ct.array[rod_slice][crop], cmap="gray", vmin=-100, vmax=400, extent=extent)
@@ -377,7 +381,15 @@ def write_qrm_overlay(ct: CTVolume, layout: QRMLayout, path) -> Path:
             mask[rod_slice][crop], levels=[0.5], colors=colour, linewidths=1.0, extent=extent, origin="upper"
         )
         y, x = ndimage.center_of_mass(mask[rod_slice])
-        rod_axis.annotate(name, (x, y), xytext=(12, 12), textcoords="offset points", color=colour, fontsize=8)
+        rod_axis.annotate(
+            name,
+            (x, y),
+            xytext=(-12, 0),
+            textcoords="offset points",
+            color=colour,
+            fontsize=8,
+            bbox=LABEL_BOX,
+        )
     rod_axis.set_title(
         f"slice {rod_slice}: calibration ROIs (slices {rod_slices[0]}-{rod_slices[-1]})", fontsize=9
     )

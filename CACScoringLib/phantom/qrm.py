@@ -44,11 +44,10 @@ DIAMETERS_MM = {"small": 1.0, "medium": 3.0, "large": 5.0}
 RING_FRACTION = {"small": 1 / 3, "medium": 2 / 3, "large": 1.0}
 SMOOTH_MM = 1.0  # in-plane Gaussian sigma that keeps noise specks below 130 HU when finding structures
 EQUILATERAL_TOLERANCE = 0.15  # longest / shortest side of the large inserts' triangle - 1
+MAX_CANDIDATES = 40  # heaviest short blobs tried as large inserts (bounds the triple search)
 RING_RADIUS_RANGE_MM = (15.0, 45.0)  # the CCI is 100 mm across
 SEARCH_RADIUS_MM = 1.5  # how far a medium or small insert may sit from its layout position
-ROI_MARGIN_MM = (
-    3.0  # insert ROI: the cylinder grown by this in-plane (blur halo, position) and one slice in z
-)
+ROI_MARGIN_MM = 3.0  # insert ROI: the cylinder grown by this in-plane (blur halo) and one slice in z
 ROD_DIAMETER_RANGE_MM = (8.0, 30.0)
 ROD_MIN_LENGTH_MM = 10.0
 ROD_EROSION_MM = 2.0
@@ -92,7 +91,7 @@ class QRMLayout:
 @dataclass(frozen=True)
 class _Blob:
     voxels: tuple[np.ndarray, np.ndarray, np.ndarray]
-    weight: float  # sum of smoothed HU above the threshold
+    weight: float  # sum over its voxels of smoothed HU above the threshold (+1 HU each)
     centroid_zyx: np.ndarray
 
 
@@ -129,6 +128,7 @@ def _large_inserts(blobs: list[_Blob], spacing_zyx) -> tuple[_Blob, ...]:
         if _extent_mm(blob, 0, spacing_zyx) <= large + 2 * spacing_zyx[0]
         and max(_extent_mm(blob, 1, spacing_zyx), _extent_mm(blob, 2, spacing_zyx)) <= 3 * large
     ]
+    candidates = sorted(candidates, key=lambda blob: blob.weight, reverse=True)[:MAX_CANDIDATES]
     best, best_weight = None, 0.0
     scale = np.asarray(spacing_zyx, dtype=np.float64)
     for triple in itertools.combinations(candidates, 3):

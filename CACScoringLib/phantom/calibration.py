@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..labels import LABEL_ID
-from ..scoring import ScoreResult, ScoringParams, calibration_factor_from_rois, score_volume
+from ..scoring import ScoreResult, ScoringParams, calibrated_params, score_volume
 from ..volume import CTVolume, ScanInfo
 from . import render
 
@@ -210,22 +210,16 @@ def score_calibration_phantom(
     phantom: CalibrationPhantom, params: ScoringParams | None = None
 ) -> ScoreResult:
     """Scores of all inserts with the mass calibration factor measured from the water and HA rods."""
-    calibration = calibration_factor_from_rois(
-        phantom.ct.array, phantom.water_mask, phantom.ha_mask, phantom.ha_density_mg_cm3
-    )
-    params = (params or ScoringParams()).with_(
-        mass_calibration_factor=calibration.factor_mg_cm3_per_hu, mass_water_hu=calibration.water_hu
+    _, params = calibrated_params(
+        phantom.ct.array, phantom.water_mask, phantom.ha_mask, phantom.ha_density_mg_cm3, params
     )
     return score_volume(phantom.ct, phantom.labels, params)
 
 
 def measure_inserts(phantom: CalibrationPhantom, params: ScoringParams | None = None) -> list[dict]:
     """Per insert: physical volume and mass next to the volume and calibrated mass scores of its ROI."""
-    calibration = calibration_factor_from_rois(
-        phantom.ct.array, phantom.water_mask, phantom.ha_mask, phantom.ha_density_mg_cm3
-    )
-    params = (params or ScoringParams()).with_(
-        mass_calibration_factor=calibration.factor_mg_cm3_per_hu, mass_water_hu=calibration.water_hu
+    calibration, params = calibrated_params(
+        phantom.ct.array, phantom.water_mask, phantom.ha_mask, phantom.ha_density_mg_cm3, params
     )
     rows = []
     for insert in phantom.inserts:

@@ -1,6 +1,6 @@
 """Agatston, volume and mass scoring (see engine.py for the definitions)."""
 
-from .calibration import MassCalibration, calibration_factor_from_rois
+from .calibration import MassCalibration, calibrated_params, calibration_factor_from_rois
 from .categories import RISK_CATEGORIES, cac_drs, risk_category
 from .engine import ArteryScore, IncrementalScorer, Lesion, ScoreResult, check_labels, score_volume
 from .params import PRESETS, SLICE_NORMALIZATIONS, ScoringParams, kvp_hu_scale, preset
@@ -16,6 +16,7 @@ __all__ = [
     "ScoreResult",
     "ScoringParams",
     "cac_drs",
+    "calibrated_params",
     "calibration_factor_from_rois",
     "check_labels",
     "kvp_hu_scale",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .params import ScoringParams
 
 
 @dataclass(frozen=True)
@@ -29,3 +30,18 @@ def calibration_factor_from_rois(
             "check the calibration regions"
         )
     return MassCalibration(float(ha_density_mg_cm3) / (ha_hu - water_hu), water_hu)
+
+
+def calibrated_params(
+    hu: np.ndarray,
+    water_mask: np.ndarray,
+    ha_mask: np.ndarray,
+    ha_density_mg_cm3: float,
+    params: ScoringParams | None = None,
+) -> tuple[MassCalibration, ScoringParams]:
+    """The calibration measured from the two regions, and `params` (default: standard) that apply it."""
+    calibration = calibration_factor_from_rois(hu, water_mask, ha_mask, ha_density_mg_cm3)
+    params = (params or ScoringParams()).with_(
+        mass_calibration_factor=calibration.factor_mg_cm3_per_hu, mass_water_hu=calibration.water_hu
+    )
+    return calibration, params

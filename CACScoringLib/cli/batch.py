@@ -23,7 +23,7 @@ from ..labels import ARTERIES
 from .score import add_model_arguments, add_scoring_arguments, score_ct
 
 SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "total_volume_mm3", "total_mass_mg",
-                   "lesions", "risk_category", "cac_drs", "seconds")
+                   "lesions", "risk_category", "cac_drs", "blood_pool_hu", "seconds")
 RUN_FILE = "batch_run.json"
 # Options that do not change a case's scores (the label map itself is fingerprinted per case).
 NOT_SETTINGS = frozenset({"input", "output", "labels", "overwrite", "quiet", "func", "command"})
@@ -95,8 +95,13 @@ def row_from_report(case: str, report: dict) -> dict:
         "lesions": total["lesions"],
         "risk_category": report["risk_category"],
         "cac_drs": report["cac_drs"],
+        "blood_pool_hu": _blood_pool(report.get("contrast")),
         "seconds": report.get("batch", {}).get("seconds", ""),
     }
+
+
+def _blood_pool(contrast: dict | None) -> str | float:
+    return "" if not contrast or contrast.get("blood_pool_hu") is None else round(contrast["blood_pool_hu"], 1)
 
 
 def _plan(args, cases, settings):

@@ -16,6 +16,7 @@ from ..scoring import (
     SLICE_NORMALIZATIONS,
     ScoreResult,
     calibration_factor_from_rois,
+    check_contrast,
     preset,
     score_volume,
 )
@@ -63,6 +64,12 @@ def add_scoring_arguments(parser) -> None:
                         help="label map with 1 = water region, 2 = hydroxyapatite region (measures the factor)")
     parser.add_argument("--ha-density", type=float, default=200.0,
                         help="density of the HA calibration region in mg/cm³ (default 200)")
+    contrast = parser.add_mutually_exclusive_group()
+    contrast.add_argument("--contrast-threshold-hu", type=float, metavar="HU",
+                          help="blood pool above this marks a contrast-enhanced CT, whose scores and risk "
+                          "category are not valid (default 150)")
+    contrast.add_argument("--no-contrast-check", action="store_true",
+                          help="do not measure the blood pool (e.g. a phantom without one)")
 
 
 def add_model_arguments(parser):
@@ -102,6 +109,10 @@ def scoring_params(args, ct):
         changes["kvp"] = args.kvp
     if args.kvp_adapted:
         changes["kvp_adapted_threshold"] = True
+    if args.contrast_threshold_hu is not None:
+        changes["contrast_threshold_hu"] = args.contrast_threshold_hu
+    elif args.no_contrast_check:
+        changes["contrast_threshold_hu"] = None
     if args.mass_calibration_factor is not None and args.calibration_rois is not None:
         raise InputError("give --mass-calibration-factor or --calibration-rois, not both")
     if args.mass_calibration_factor is not None:
@@ -133,10 +144,12 @@ def score_ct(ct, labels, args) -> tuple[ScoreResult, dict]:
     params = scoring_params(args, ct)
     report = {}
     segmentation_warnings = []
+    heart = None
     if labels is None:
         segmentation = segment_with_progress(ct, args, params)
         labels = segmentation.labels
         segmentation_warnings = segmentation.warnings
+        heart = segmentation.roi.heart
         report["model"] = {
             "id": segmentation.model_id,
             "version": segmentation.model_version,
@@ -144,7 +157,7 @@ def score_ct(ct, labels, args) -> tuple[ScoreResult, dict]:
             "backend": segmentation.backend,
             "timings_s": segmentation.timings,
         }
-    result = score_volume(ct, labels, params)
+    result = score_volume(ct, labels, params, check_contrast(ct, params, heart))
     result.warnings[:0] = segmentation_warnings
     report.update(result.to_dict())
     return result, report
@@ -233,5 +246,8 @@ def print_result(result: ScoreResult, console: Console | None = None) -> None:
                   _mass(total.mass_mg), style="bold")
     console.print(table)
     console.print(f"Risk category: {result.risk_category}    CAC-DRS: {result.cac_drs}")
+    if result.contrast is not None and result.contrast.blood_pool_hu is not None:
+        console.print(f"Blood pool: {result.contrast.blood_pool_hu:.0f} HU "
+                      f"({'contrast-enhanced' if result.contrast.enhanced else 'no contrast'})")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -2,10 +2,20 @@
 
 from .calibration import MassCalibration, calibrated_params, calibration_factor_from_rois
 from .categories import RISK_CATEGORIES, cac_drs, risk_category
-from .engine import ArteryScore, IncrementalScorer, Lesion, ScoreResult, check_labels, score_volume
+from .engine import (
+    NOT_VALID_ON_CONTRAST,
+    ArteryScore,
+    IncrementalScorer,
+    Lesion,
+    ScoreResult,
+    check_contrast,
+    check_labels,
+    score_volume,
+)
 from .params import PRESETS, SLICE_NORMALIZATIONS, ScoringParams, kvp_hu_scale, preset
 
 __all__ = [
+    "NOT_VALID_ON_CONTRAST",
     "PRESETS",
     "RISK_CATEGORIES",
     "SLICE_NORMALIZATIONS",
@@ -18,6 +28,7 @@ __all__ = [
     "cac_drs",
     "calibrated_params",
     "calibration_factor_from_rois",
+    "check_contrast",
     "check_labels",
     "kvp_hu_scale",
     "preset",

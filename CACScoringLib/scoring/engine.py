@@ -19,6 +19,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..anatomy import ContrastAssessment, HeartRegion, assess_contrast
 from ..errors import InputError
 from ..io.labels import check_label_values
 from ..labels import ARTERIES, ARTERY_BY_ID, MAX_LABEL
@@ -27,6 +28,7 @@ from .categories import cac_drs, risk_category
 from .params import STANDARD_THRESHOLD_HU, WEIGHT_BAND_EDGES_HU, ScoringParams, kvp_hu_scale
 
 STANDARD_SLICE_MM = 3.0
+NOT_VALID_ON_CONTRAST = "not valid (contrast-enhanced CT)"
 _SLICE_TOLERANCE_MM = 0.05
 
 # Forward neighbour offsets (dz, dy, dx): each undirected edge is found once.
@@ -103,13 +105,20 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)
     params: ScoringParams = field(default_factory=ScoringParams)
     effective_threshold_hu: float = STANDARD_THRESHOLD_HU
+    contrast: ContrastAssessment | None = None  # None: not checked
+
+    @property
+    def risk_category_valid(self) -> bool:
+        return self.contrast is None or not self.contrast.enhanced
 
     def to_dict(self) -> dict:
         return {
             "arteries": {key: score.to_dict() for key, score in self.arteries.items()},
             "total": self.total.to_dict(),
             "risk_category": self.risk_category,
+            "risk_category_valid": self.risk_category_valid,
             "cac_drs": self.cac_drs,
+            "contrast": None if self.contrast is None else self.contrast.to_dict(),
             "lesions": [lesion.to_dict() for lesion in self.lesions],
             "warnings": list(self.warnings),
             "parameters": {**self.params.to_dict(), "effective_threshold_hu": self.effective_threshold_hu},
@@ -248,7 +257,7 @@ def _score_slices(hu: np.ndarray, labels: np.ndarray, z0: int, z1: int, ctx: _Co
     )
 
 
-def _aggregate(slab: _Slab, ctx: _Context, params: ScoringParams) -> ScoreResult:
+def _aggregate(slab: _Slab, ctx: _Context, params: ScoringParams, contrast: ContrastAssessment | None) -> ScoreResult:
     slice_size = ctx.shape[1] * ctx.shape[2]
     count, lesion_of_voxel = _components(slab.voxel, slab.voxel_artery, ctx.shape, _OFFSETS_26)
     n_voxels, hu_sum, peak, first_member = _group_stats(lesion_of_voxel, count, slab.voxel_hu)
@@ -316,15 +325,18 @@ def _aggregate(slab: _Slab, ctx: _Context, params: ScoringParams) -> ScoreResult
         lesions=len(lesions),
     )
     vessels = sum(1 for a in arteries.values() if a.agatston > 0)
+    enhanced = contrast is not None and contrast.enhanced
+    contrast_warning = None if contrast is None else contrast.warning()
     return ScoreResult(
         arteries=arteries,
         total=total,
         lesions=lesions,
-        risk_category=risk_category(total.agatston),
-        cac_drs=cac_drs(total.agatston, vessels),
-        warnings=list(ctx.warnings),
+        risk_category=NOT_VALID_ON_CONTRAST if enhanced else risk_category(total.agatston),
+        cac_drs=NOT_VALID_ON_CONTRAST if enhanced else cac_drs(total.agatston, vessels),
+        warnings=([contrast_warning] if contrast_warning else []) + list(ctx.warnings),
         params=params,
         effective_threshold_hu=ctx.threshold_hu,
+        contrast=contrast,
     )
 
 
@@ -439,13 +451,17 @@ class IncrementalScorer:
     The result after any sequence of updates equals a full recompute of the current labels.
     """
 
-    def __init__(self, ct: CTVolume, labels: np.ndarray, params: ScoringParams | None = None):
+    def __init__(
+        self, ct: CTVolume, labels: np.ndarray, params: ScoringParams | None = None, contrast: ContrastAssessment | None = None
+    ):
+        """contrast: the CT's blood-pool check (assess_contrast), measured once by the caller; None: not checked."""
         self.params = params or ScoringParams()
+        self.contrast = contrast
         self._hu = ct.array
         self._ctx = _context(ct, self.params)
         self._labels = check_labels(ct, labels).copy()
         self._slab = _score_slices(self._hu, self._labels, 0, self._labels.shape[0], self._ctx)
-        self.result = _aggregate(self._slab, self._ctx, self.params)
+        self.result = _aggregate(self._slab, self._ctx, self.params, self.contrast)
 
     @property
     def labels(self) -> np.ndarray:
@@ -469,10 +485,20 @@ class IncrementalScorer:
         parts = [self._slab.without_slices(changed, slice_size)]
         parts += [_score_slices(self._hu, self._labels, int(z), int(z) + 1, self._ctx) for z in changed]
         self._slab = _Slab.merged(parts)
-        self.result = _aggregate(self._slab, self._ctx, self.params)
+        self.result = _aggregate(self._slab, self._ctx, self.params, self.contrast)
         return self.result
 
 
-def score_volume(ct: CTVolume, labels: np.ndarray, params: ScoringParams | None = None) -> ScoreResult:
+def score_volume(
+    ct: CTVolume, labels: np.ndarray, params: ScoringParams | None = None, contrast: ContrastAssessment | None = None
+) -> ScoreResult:
     """Full per-lesion, per-artery and total Agatston, volume and mass scores."""
-    return IncrementalScorer(ct, labels, params).result
+    return IncrementalScorer(ct, labels, params, contrast).result
+
+
+def check_contrast(ct: CTVolume, params: ScoringParams, heart: HeartRegion | None = None) -> ContrastAssessment | None:
+    """The blood-pool check of params.contrast_threshold_hu (None when switched off); reuses a heart region
+    the segmentation already found."""
+    if params.contrast_threshold_hu is None:
+        return None
+    return assess_contrast(ct, params.contrast_threshold_hu, heart)

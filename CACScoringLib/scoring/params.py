@@ -40,6 +40,8 @@ class ScoringParams:
     kvp: float | None = None  # overrides the kVp read from the scan
     mass_calibration_factor: float | None = None  # mg HA/cm³ per HU; None: mass is not computed
     mass_water_hu: float = 0.0  # HU of water, subtracted before the calibration factor
+    # Blood pool above this HU: a contrast-enhanced CT, on which Agatston is undefined (None: no check).
+    contrast_threshold_hu: float | None = 150.0
 
     def __post_init__(self):
         if self.connectivity not in (4, 8):
@@ -57,6 +59,8 @@ class ScoringParams:
             )
         if not np.isfinite(self.threshold_hu):
             raise InputError("threshold HU must be a finite number")
+        if self.contrast_threshold_hu is not None and not np.isfinite(self.contrast_threshold_hu):
+            raise InputError("contrast threshold HU must be a finite number (or no contrast check)")
         if self.mass_calibration_factor is not None and not self.mass_calibration_factor > 0:
             raise InputError(f"mass calibration factor must be > 0, not {self.mass_calibration_factor}")
 

@@ -76,51 +76,40 @@ def requirementsFile() -> Path:
 
 def unmetRequirements() -> list[str]:
     """What is missing or too old, one line each (quick: reads package metadata, imports nothing heavy)."""
-    import importlib.util
+    from CACScoringSlicerLib.dependencies import describe_unmet
 
-    from CACScoringSlicerLib.dependencies import read_requirements, unmet_requirements
+    return describe_unmet(requirementsFile())
 
-    unmet = [u.describe() for u in unmet_requirements(read_requirements(requirementsFile()))]
-    if importlib.util.find_spec("torch") is None:
-        unmet.insert(0, "PyTorch (installed through the PyTorch extension)")
-    return unmet
+
+def installTorch(versionSpecifier: str):
+    import PyTorchUtils
+
+    return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                         torchVersionRequirement=versionSpecifier)
 
 
 def ensureRequirements() -> bool:
-    """Install what is missing after asking: torch through PyTorchUtils, the rest from requirements.txt
-    with pip. Returns False when the user declined or an install failed (after saying what failed)."""
+    """Install what is missing after asking: torch through PyTorchUtils (never replaced by pip), the rest from
+    requirements.txt. Returns False when the user declined or an install failed (after saying why)."""
     import importlib.util
 
-    from CACScoringSlicerLib.dependencies import TORCH_REQUIREMENT, read_requirements, unmet_requirements
+    from CACScoringSlicerLib.dependencies import Installer, ensure_requirements
 
-    missing = unmetRequirements()
-    if not missing:
-        return True
-    if not slicer.util.confirmOkCancelDisplay(
-        "CAC Scoring needs these Python packages:\n\n" + "\n".join(missing)
-        + "\n\nInstall them now? This may take several minutes.",
-        windowTitle="CAC Scoring: install requirements",
-    ):
-        return False
-    if importlib.util.find_spec("torch") is None:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            slicer.util.errorDisplay("PyTorch is missing: install the PyTorch extension from the Extensions Manager "
-                                     "and restart Slicer.")
-            return False
-        torchSpecifier = TORCH_REQUIREMENT.removeprefix("torch")
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                         torchVersionRequirement=torchSpecifier) is None:
-            slicer.util.errorDisplay("PyTorch could not be installed: see the PyTorch Utils module and the log.")
-            return False
-    for item in unmet_requirements(read_requirements(requirementsFile())):
-        try:
-            slicer.util.pip_install(str(item.requirement))
-        except Exception as error:  # pip's failure is shown as is: it names the package and the reason
-            slicer.util.errorDisplay(f"Installing {item.requirement} failed: {error}")
-            return False
-    return True
+    installer = Installer(
+        confirm=lambda text: slicer.util.confirmOkCancelDisplay(
+            text, windowTitle="CAC Scoring: install requirements"),
+        show_error=slicer.util.errorDisplay,
+        pip_install=slicer.util.pip_install,
+        install_torch=installTorch if importlib.util.find_spec("PyTorchUtils") else None,
+    )
+    return ensure_requirements(requirementsFile(), installer)
+
+
+def unsupportedSlicer():
+    """Why this Slicer cannot run the module (one line), or None. Checked before anything needs Python 3.12."""
+    from CACScoringSlicerLib.compatibility import unsupported_reason
+
+    return unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 
 
 class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -135,6 +124,11 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        unsupported = unsupportedSlicer()
+        if unsupported:
+            self.layout.addWidget(qt.QLabel(unsupported))
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CACScoring.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -194,7 +188,8 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.core.stop_live_scoring()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -453,6 +448,11 @@ class CACScoringTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        unsupported = unsupportedSlicer()
+        if unsupported:
+            self.skipTest(unsupported)
+        if not ensureRequirements():  # the test builds phantoms (scikit-image) and reads DICOM (pydicom)
+            self.skipTest("CAC Scoring's Python requirements are not installed")
         self.setUp()
         self.test_LiveScoringFollowsEdits()
 

@@ -181,33 +181,54 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return ensureRequirements() and self._fillChoices()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
         self.removeObservers()
-        if self.logic is not None and self.logic.hasCore:
+        if self.logic is None:
+            return
+        self._endJob("cancelled: the module was closed")
+        self._releaseEditor()
+        self._rescoreTimer.stop()
+        if self.logic.hasCore:
             self.logic.core.stop_live_scoring()
 
     def enter(self) -> None:
-        if self.logic is not None:
-            self.initializeParameterNode()
+        if self.logic is None:
+            return
+        self.initializeParameterNode()
+        # as Slicer's Segment Editor module: its shortcuts and view observations only while the module is shown
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+        self.ui.segmentEditorWidget.updateWidgetFromMRML()
+
+    def _releaseEditor(self) -> None:
+        """No effect (Paint, Erase...) stays live in the slice views once the panel is gone."""
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
 
     def exit(self) -> None:
+        if self.logic is not None:
+            self._releaseEditor()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        self._endJob("cancelled: the scene was closed")
+        self._rescoreTimer.stop()
         if self.logic.hasCore:
             self.logic.core.stop_live_scoring()
         self._session = None
         self.setParameterNode(None)
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.setSegmentationNode(None)
+        editor.removeViewObservations()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
 
     def onSceneEndImport(self, caller, event) -> None:
         """A loaded scene with a CACScoring session resumes live scoring (after installing what is missing)."""
@@ -262,6 +283,8 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self) -> None:
         running = self._job is not None
+        for selector in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector):
+            selector.enabled = not running  # the job writes to the nodes it started on
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = running or bool(self._parameterNode and self._parameterNode.inputVolume)
         scoring = self.logic.hasCore and self.logic.core.result is not None
@@ -291,7 +314,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         if self._job is not None:
-            self._job.cancel()
+            self._endJob("cancelled")
             return
         if not self._ready():
             return
@@ -299,20 +322,30 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         core = self.logic.core
         volumeNode, segmentationNode = self._parameterNode.inputVolume, self._parameterNode.outputSegmentation
-        overwrite = False
-        if segmentationNode is not None and core.is_edited(segmentationNode, volumeNode):
+        overwrite = False  # asked for this run only
+        if segmentationNode is not None and volumeNode is not None and core.is_edited(segmentationNode, volumeNode):
             overwrite = slicer.util.confirmYesNoDisplay(
                 f"'{segmentationNode.GetName()}' has reader edits. Overwrite them?\n\n"
                 "No: the new result goes to a new segmentation and the edited one is kept."
             )
-        self._options = ScoringOptions(model=self._parameterNode.model, device=self._parameterNode.device,
-                                       preset=self._parameterNode.preset, overwrite_edited=overwrite)
-        self._job = self._run(lambda: core.start_inference(volumeNode, self._options))
+        options = ScoringOptions(model=self._parameterNode.model, device=self._parameterNode.device,
+                                 preset=self._parameterNode.preset, overwrite_edited=overwrite)
+        self._job = self._run(lambda: core.start_inference(volumeNode, segmentationNode, options))
         if self._job is None:
             return
         self.ui.progressBar.value = 0
         self._log(f"Segmenting '{volumeNode.GetName()}' ...")
         self._pollTimer.start()
+        self._updateButtons()
+
+    def _endJob(self, reason: str) -> None:
+        """Cancel the running job (button, scene close, module cleanup): its whole process tree ends and its
+        temporary folder is removed."""
+        self._pollTimer.stop()
+        job, self._job = self._job, None
+        if job is not None:
+            job.close()
+            self._log(f"Segmentation {reason}.")
         self._updateButtons()
 
     def onPollTimer(self) -> None:
@@ -325,13 +358,14 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.stop()
         job, self._job = self._job, None
         if status.state == "done":
-            node = self._run(lambda: self.logic.core.finish_inference(
-                job, self._parameterNode.inputVolume, self._parameterNode.outputSegmentation, self._options))
+            node = self._run(lambda: self.logic.core.finish_inference(job))
             if node is not None:
-                self._session = (self._parameterNode.inputVolume.GetID(), node.GetID(), self._parameterNode.preset)
+                # the scored nodes are the ones the job ran on, whatever was selected meanwhile
+                self._session = (job.volume_id, node.GetID(), job.options.preset)
+                self._parameterNode.inputVolume = self.logic.core.volume_node
                 self._parameterNode.outputSegmentation = node
                 self._showSession()
-            self._log("Done.")
+                self._log("Done.")
         else:
             job.cleanup()
             self._log(f"Segmentation {status.state}: {status.message}")

@@ -8,6 +8,7 @@ Widget uses exist: a Widget change that needs another fails here first.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import types
 import unittest
@@ -18,7 +19,8 @@ MODULE_DIR = Path(__file__).resolve().parent.parent / "CACScoring"
 
 
 class Signals:
-    """Qt's `connect(signature, slot)`; tests `emit` a signal by its signature."""
+    """Qt's `connect(signature, slot)`; tests `emit` a signal by its signature. As PythonQt, a slot gets only
+    as many of the signal's arguments as it takes (`clicked(bool)` may call a slot without parameters)."""
 
     def __init__(self):
         self.slots: dict[str, list] = {}
@@ -28,6 +30,9 @@ class Signals:
 
     def emit(self, signal: str, *args) -> None:
         for slot in self.slots.get(signal, []):
+            parameters = inspect.signature(slot).parameters.values()
+            if not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+                args = args[: len(parameters)]
             slot(*args)
 
 
@@ -36,6 +41,7 @@ class QTimer(Signals):
         super().__init__()
         self.active = False
         self.interval = 0
+        self.singleShot = False
 
     def setSingleShot(self, single: bool) -> None:
         self.singleShot = single

@@ -42,3 +42,156 @@ def test_slicer_5_10_gets_the_panel(widget_factory, monkeypatch):
     widget, ui, _ = widget_factory((5, 10))
     assert widget.ui is ui and widget.logic is not None
     assert ui.presetComboBox.items  # the library's presets were listed
+
+
+RELEASED = [("setActiveEffect", None), ("uninstallKeyboardShortcuts",), ("removeViewObservations",)]
+
+
+@pytest.fixture
+def panel(widget_factory, monkeypatch):
+    """The module panel on Slicer 5.10 / Python 3.12."""
+    monkeypatch.setattr("sys.version_info", (3, 12, 1))
+    return widget_factory((5, 10))
+
+
+def test_the_segment_editor_is_released_on_exit_and_taken_back_on_enter(panel):
+    widget, ui, _ = panel
+    editor = ui.segmentEditorWidget
+    widget.parent.isEntered = True
+    editor.calls.clear()
+    widget.enter()
+    assert editor.calls == [("installKeyboardShortcuts",), ("updateWidgetFromMRML",)]
+    editor.calls.clear()
+    widget.exit()
+    assert editor.calls == RELEASED  # the order of Slicer's SegmentEditor.py
+    editor.calls.clear()
+    widget.cleanup()
+    assert RELEASED == [c for c in editor.calls if c[0] in {"setActiveEffect", "uninstallKeyboardShortcuts",
+                                                           "removeViewObservations"}]
+
+
+def test_closing_the_scene_releases_the_segment_editor(panel, slicer_scene):
+    widget, ui, _ = panel
+    widget.parent.isEntered = True
+    editor = ui.segmentEditorWidget
+    editor.calls.clear()
+    slicer_scene.scene.Clear(0)
+    assert editor.calls == [("setActiveEffect", None), ("setSegmentationNode", None), ("removeViewObservations",),
+                            ("updateWidgetFromMRML",)]  # the last at the end of the close: the module is shown
+
+
+def case(slicer_scene, name, calcium_yx):
+    """A 3 x 8 x 8 CT with one 2 x 2 calcium spot (400 HU) in slice 1."""
+    import numpy as np
+    from CACScoringSlicerLib.geometry import add_volume_node
+
+    from CACScoringLib.volume import CTVolume
+
+    array = np.zeros((3, 8, 8), np.float32)
+    y, x = calcium_yx
+    array[1, y : y + 2, x : x + 2] = 400.0
+    return add_volume_node(slicer_scene.scene, CTVolume(array=array, spacing=(0.5, 0.5, 3.0)), name)
+
+
+def lad_at(calcium_yx):
+    import numpy as np
+
+    labels = np.zeros((3, 8, 8), np.uint8)
+    y, x = calcium_yx
+    labels[1, y : y + 2, x : x + 2] = 2
+    return labels
+
+
+def select(widget, volume, segmentation, model="1"):
+    p = widget._parameterNode
+    p.inputVolume, p.outputSegmentation, p.model, p.device = volume, segmentation, model, "cpu"
+
+
+def run_until_done(widget, timeout_s=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while widget._job is not None:
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.1)
+        widget._pollTimer.fire()
+
+
+def test_apply_locks_the_selectors_and_the_result_lands_on_the_nodes_it_started_on(panel, slicer_scene,
+                                                                                   job_stand_ins):
+    import numpy as np
+
+    widget, ui, dialogs = panel
+    core = widget.logic.core
+    volume_a, volume_b = case(slicer_scene, "A", (2, 2)), case(slicer_scene, "B", (5, 5))
+    segmentation_a = core.create_segmentation_node(volume_a)
+    segmentation_b = core.create_segmentation_node(volume_b)
+    select(widget, volume_a, segmentation_a)
+
+    ui.applyButton.emit("clicked(bool)", False)
+    assert widget._job is not None and widget._pollTimer.isActive()
+    assert ui.applyButton.text == "Cancel" and ui.applyButton.enabled
+    assert not ui.inputVolumeSelector.enabled and not ui.outputSegmentationSelector.enabled
+    select(widget, volume_b, segmentation_b)  # e.g. from a script or the Data module while it runs
+    run_until_done(widget)
+
+    assert dialogs.errors == [] and ui.logTextEdit.lines[-1] == "Done."
+    np.testing.assert_array_equal(core.labels_from_segmentation(segmentation_a, volume_a), lad_at((2, 2)))
+    assert not core.labels_from_segmentation(segmentation_b, volume_b).any()
+    p = widget._parameterNode
+    assert (p.inputVolume.GetID(), p.outputSegmentation.GetID()) == (volume_a.GetID(), segmentation_a.GetID())
+    assert ui.inputVolumeSelector.enabled and ui.outputSegmentationSelector.enabled
+    assert ui.applyButton.text == "Apply"
+    assert ui.summaryLabel.text.startswith("Risk: ")  # the scores of A's calcium are shown
+
+
+def test_the_overwrite_question_is_asked_for_each_run(panel, slicer_scene, job_stand_ins):
+    import numpy as np
+
+    widget, ui, dialogs = panel
+    core = widget.logic.core
+    volume = case(slicer_scene, "A", (2, 2))
+    edited = core.create_segmentation_node(volume)
+    reader_labels = lad_at((5, 5))
+    core.write_labels(edited, volume, reader_labels)  # a reader's segmentation
+    select(widget, volume, edited)
+
+    dialogs.answers = [True]
+    widget.onApplyButton()
+    run_until_done(widget)
+    assert len(dialogs.questions) == 1 and "has reader edits" in dialogs.questions[0]
+    np.testing.assert_array_equal(core.labels_from_segmentation(edited, volume), lad_at((2, 2)))  # overwritten
+
+    core.write_labels(edited, volume, reader_labels)  # edited again: the earlier "yes" is not reused
+    dialogs.answers = [False]
+    widget.onApplyButton()
+    run_until_done(widget)
+    assert len(dialogs.questions) == 2
+    np.testing.assert_array_equal(core.labels_from_segmentation(edited, volume), reader_labels)  # kept
+    new = widget._parameterNode.outputSegmentation
+    assert new.GetID() != edited.GetID()
+    np.testing.assert_array_equal(core.labels_from_segmentation(new, volume), lad_at((2, 2)))
+
+
+@pytest.mark.parametrize("how", ["button", "scene close", "module cleanup"])
+def test_cancel_ends_the_job_and_unlocks_the_panel(panel, slicer_scene, job_stand_ins, how):
+    import time
+
+    widget, ui, dialogs = panel
+    volume = case(slicer_scene, "A", (2, 2))
+    select(widget, volume, None, model="30")
+    widget.onApplyButton()
+    job = widget._job
+    while not (job.workdir / "runner.pid").is_file():
+        time.sleep(0.05)
+    if how == "button":
+        ui.applyButton.emit("clicked(bool)", False)
+    elif how == "scene close":
+        slicer_scene.scene.Clear(0)
+    else:
+        widget.cleanup()
+    assert widget._job is None and not widget._pollTimer.isActive()
+    assert job.poll().state == "cancelled" and not job.workdir.exists()
+    assert ui.logTextEdit.lines[-1].startswith("Segmentation cancelled")
+    assert ui.inputVolumeSelector.enabled and ui.applyButton.text == "Apply"
+    assert dialogs.errors == []

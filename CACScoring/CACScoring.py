@@ -52,6 +52,16 @@ class CACScoring(ScriptedLoadableModule):
             "volume and mass scores follow every stroke. Research software, not for clinical decisions."
         )
         self.parent.acknowledgementText = "Built on 3D Slicer, MONAI and SimpleITK."
+        slicer.app.connect("startupCompleted()", loadTerminology)
+
+
+def loadTerminology() -> None:
+    """Slicer's Terminologies module learns our segments' codes (Resources/*.json)."""
+    if unsupportedSlicer():
+        return
+    from CACScoringSlicerLib.terminology import load_terminology_files
+
+    load_terminology_files(slicer.modules.terminologies.logic(), Path(__file__).resolve().parent / "Resources")
 
 
 @parameterNodeWrapper
@@ -129,6 +139,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.layout.addWidget(qt.QLabel(unsupported))
             self.layout.addStretch(1)
             return
+        loadTerminology()  # also when the module is reloaded after startup
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CACScoring.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)

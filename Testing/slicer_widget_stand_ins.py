@@ -331,8 +331,9 @@ class Dialogs:
         return self.answers.pop(0)
 
 
-class App:
+class App(Signals):
     def __init__(self, version=(5, 10)):
+        super().__init__()
         self.majorVersion, self.minorVersion = version
 
 
@@ -357,8 +358,10 @@ def install(monkeypatch, scene, version=(5, 10)):
     markups = MarkupsLogic()
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     monkeypatch.setattr(slicer, "app", App(version), raising=False)
-    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(markups=types.SimpleNamespace(
-        logic=lambda: markups)), raising=False)
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic()  # the real one, as Slicer's module holds it
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+        markups=types.SimpleNamespace(logic=lambda: markups),
+        terminologies=types.SimpleNamespace(logic=lambda: terminologies)), raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", lambda path: UiWidget())
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda widget: ui)
     monkeypatch.setattr(slicer.util, "errorDisplay", dialogs.error)

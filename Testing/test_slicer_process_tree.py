@@ -151,3 +151,30 @@ def test_a_result_whose_nodes_were_deleted_goes_nowhere_with_a_message(slicer_sc
         scene_logic.finish_inference(job)
     assert slicer_scene.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     assert scene_logic.result is None and not job.workdir.exists()
+
+
+def test_the_ct_is_written_uncompressed_by_the_worker_not_the_calling_thread(job_stand_ins, monkeypatch):
+    import threading
+    import types
+
+    import SimpleITK as sitk
+    from CACScoringSlicerLib import inference_job
+
+    release, writers = threading.Event(), []
+
+    def write_image(image, path, compress):
+        writers.append((threading.current_thread(), compress))
+        assert release.wait(30)
+        sitk.WriteImage(image, path, compress)
+
+    monkeypatch.setattr(inference_job, "sitk", types.SimpleNamespace(WriteImage=write_image))
+    job = inference_job.InferenceJob(small_ct(), model="0", device="cpu").start()
+    status = job.poll()  # returns at once although the CT is not written yet
+    assert (status.state, status.message) == ("running", "writing the CT")
+    release.set()
+    assert job.wait(timeout_s=60).state == "done"
+    ((writer, compress),) = writers
+    assert writer is not threading.main_thread() and compress is False
+    header_bytes = 348 + 4  # NIfTI-1 header and extension flag, then the float32 voxels as they are
+    assert job.input_path.stat().st_size == header_bytes + 3 * 8 * 8 * 4
+    job.close()

@@ -195,3 +195,31 @@ def test_cancel_ends_the_job_and_unlocks_the_panel(panel, slicer_scene, job_stan
     assert ui.logTextEdit.lines[-1].startswith("Segmentation cancelled")
     assert ui.inputVolumeSelector.enabled and ui.applyButton.text == "Apply"
     assert dialogs.errors == []
+
+
+def loaded_contexts(terminologies):
+    import vtk
+
+    terms, regions = vtk.vtkStringArray(), vtk.vtkStringArray()
+    terminologies.GetLoadedTerminologyNames(terms)
+    terminologies.GetLoadedRegionContextNames(regions)
+    return {a.GetValue(i) for a in (terms, regions) for i in range(a.GetNumberOfValues())}
+
+
+def test_the_terminology_is_loaded_at_startup_and_when_the_panel_opens(slicer_scene, monkeypatch):
+    import slicer
+    from CACScoringSlicerLib.terminology import ANATOMIC_CONTEXT, TERMINOLOGY_CONTEXT
+
+    monkeypatch.setattr("sys.version_info", (3, 12, 1))
+    module, _, _ = stand_ins.install(monkeypatch, slicer_scene.scene)
+    terminologies = slicer.modules.terminologies.logic()
+    module.CACScoring(stand_ins.Parent())
+    assert loaded_contexts(terminologies) == set()
+    slicer.app.emit("startupCompleted()")
+    assert {TERMINOLOGY_CONTEXT, ANATOMIC_CONTEXT} <= loaded_contexts(terminologies)
+
+    module, _, _ = stand_ins.install(monkeypatch, slicer_scene.scene)  # "Reload": a fresh Terminologies logic
+    widget = module.CACScoringWidget()
+    widget.setup()
+    assert {TERMINOLOGY_CONTEXT, ANATOMIC_CONTEXT} <= loaded_contexts(slicer.modules.terminologies.logic())
+    widget.cleanup()

@@ -371,6 +371,10 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if status.state == "done":
             node = self._run(lambda: self.logic.core.finish_inference(job))
             if node is not None:
+                kept = slicer.mrmlScene.GetNodeByID(job.segmentation_id) if job.segmentation_id else None
+                if kept is not None and kept is not node:
+                    self._log(f"'{kept.GetName()}' has reader edits, so it is kept: the result is in "
+                              f"'{node.GetName()}'.")
                 # the scored nodes are the ones the job ran on, whatever was selected meanwhile
                 self._session = (job.volume_id, node.GetID(), job.options.preset)
                 self._parameterNode.inputVolume = self.logic.core.volume_node

@@ -80,8 +80,8 @@ def test_closing_the_scene_releases_the_segment_editor(panel, slicer_scene):
                             ("updateWidgetFromMRML",)]  # the last at the end of the close: the module is shown
 
 
-def case(slicer_scene, name, calcium_yx):
-    """A 3 x 8 x 8 CT with one 2 x 2 calcium spot (400 HU) in slice 1."""
+def case(slicer_scene, name, calcium_yx, size=2):
+    """A 3 x 8 x 8 CT (0.5 x 0.5 x 3 mm voxels, origin 0, axes LPS) with one calcium spot of 400 HU in slice 1."""
     import numpy as np
     from CACScoringSlicerLib.geometry import add_volume_node
 
@@ -89,16 +89,16 @@ def case(slicer_scene, name, calcium_yx):
 
     array = np.zeros((3, 8, 8), np.float32)
     y, x = calcium_yx
-    array[1, y : y + 2, x : x + 2] = 400.0
+    array[1, y : y + size, x : x + size] = 400.0
     return add_volume_node(slicer_scene.scene, CTVolume(array=array, spacing=(0.5, 0.5, 3.0)), name)
 
 
-def lad_at(calcium_yx):
+def lad_at(calcium_yx, size=2):
     import numpy as np
 
     labels = np.zeros((3, 8, 8), np.uint8)
     y, x = calcium_yx
-    labels[1, y : y + 2, x : x + 2] = 2
+    labels[1, y : y + size, x : x + size] = 2
     return labels
 
 
@@ -223,3 +223,61 @@ def test_the_terminology_is_loaded_at_startup_and_when_the_panel_opens(slicer_sc
     widget.setup()
     assert {TERMINOLOGY_CONTEXT, ANATOMIC_CONTEXT} <= loaded_contexts(slicer.modules.terminologies.logic())
     widget.cleanup()
+
+
+def test_an_edit_during_the_run_is_kept_and_the_result_goes_to_a_new_segmentation(panel, slicer_scene,
+                                                                                   job_stand_ins):
+    import numpy as np
+
+    widget, ui, dialogs = panel
+    core = widget.logic.core
+    volume = case(slicer_scene, "A", (2, 2))
+    segmentation = core.create_segmentation_node(volume, "A calcium")
+    select(widget, volume, segmentation)
+    widget.onApplyButton()
+    assert dialogs.questions == []  # nothing edited yet: nothing to ask
+    stroke = lad_at((5, 5))
+    core.write_labels(segmentation, volume, stroke)  # the reader paints while the CT is segmented
+    run_until_done(widget)
+
+    np.testing.assert_array_equal(core.labels_from_segmentation(segmentation, volume), stroke)
+    result = widget._parameterNode.outputSegmentation
+    assert result.GetID() != segmentation.GetID()
+    np.testing.assert_array_equal(core.labels_from_segmentation(result, volume), lad_at((2, 2)))
+    assert ui.logTextEdit.lines[-2] == f"'A calcium' has reader edits, so it is kept: the result is in " \
+                                       f"'{result.GetName()}'."
+
+
+def test_reassign_a_lesion_and_export_from_the_panel(panel, slicer_scene, job_stand_ins, tmp_path):
+    import json
+
+    widget, ui, dialogs = panel
+    volume = case(slicer_scene, "A", (2, 2), size=4)  # 16 px of 0.25 mm² = 4 mm² at 400 HU: Agatston 4 x 4 = 16
+    select(widget, volume, None)
+    widget.onApplyButton()
+    run_until_done(widget)
+    scores = ui.scoreTableView.tableNode
+    assert [scores.GetCellText(row, 0) for row in range(5)] == ["LM", "LAD", "LCX", "RCA", "Total"]
+    assert float(scores.GetCellText(1, 2)) == 16.0 and float(scores.GetCellText(3, 2)) == 0.0
+    assert not ui.reassignButton.enabled  # no lesion picked yet
+
+    ui.lesionTableView.selectedRow = 0
+    ui.lesionTableView.emit("clicked(QModelIndex)", ui.lesionTableView.currentIndex())
+    # centroid (i, j, k) = (3.5, 3.5, 1) -> LPS (1.75, 1.75, 3) -> RAS (-1.75, -1.75, 3)
+    assert ui.markups.jumps == [(-1.75, -1.75, 3.0)]
+    assert ui.reassignButton.enabled
+    ui.reassignComboBox.setCurrentText("RCA")
+    ui.segmentEditorWidget.calls.clear()
+    ui.reassignButton.emit("clicked(bool)", False)
+    assert ui.segmentEditorWidget.calls == [("saveStateForUndo",)]  # undoable with the editor's Undo
+    scores = ui.scoreTableView.tableNode
+    assert float(scores.GetCellText(1, 2)) == 0.0 and float(scores.GetCellText(3, 2)) == 16.0
+
+    assert not ui.exportButton.enabled  # no output folder yet
+    widget._parameterNode.outputFolder = tmp_path / "report"
+    assert ui.exportButton.enabled
+    ui.exportButton.emit("clicked(bool)", False)
+    assert dialogs.infos == [f"Report and segmentation written to {tmp_path / 'report'}"] and dialogs.errors == []
+    exported = json.loads((tmp_path / "report" / "A_scores.json").read_text(encoding="utf-8"))
+    assert exported["arteries"]["RCA"]["agatston"] == 16.0 and exported["total"]["agatston"] == 16.0
+    assert (tmp_path / "report" / "A.seg.nrrd").is_file()

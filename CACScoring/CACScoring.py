@@ -479,6 +479,9 @@ class CACScoringLogic(ScriptedLoadableModuleLogic):
     @property
     def core(self):
         if self._core is None:
+            unsupported = unsupportedSlicer()
+            if unsupported:  # scripts on an older Slicer get the panel's one line, not an import error
+                raise RuntimeError(unsupported)
             from CACScoringSlicerLib.logic import CACScoringSceneLogic
 
             self._core = CACScoringSceneLogic(slicer.mrmlScene)

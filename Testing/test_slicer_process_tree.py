@@ -178,3 +178,34 @@ def test_the_ct_is_written_uncompressed_by_the_worker_not_the_calling_thread(job
     header_bytes = 348 + 4  # NIfTI-1 header and extension flag, then the float32 voxels as they are
     assert job.input_path.stat().st_size == header_bytes + 3 * 8 * 8 * 4
     job.close()
+
+
+def test_on_windows_the_job_gets_its_own_process_group_no_console_and_a_tree_kill(monkeypatch):
+    """The Windows branch, run here with Windows' constants and a recording Popen (no Windows machine)."""
+    import subprocess
+    import types
+
+    from CACScoringSlicerLib import process_tree
+
+    class StartupInfo:
+        dwFlags = 0
+        wShowWindow = 1  # SW_SHOWNORMAL
+
+    started, ran = [], []
+    windows = {"STARTUPINFO": StartupInfo, "STARTF_USESHOWWINDOW": 0x1, "SW_HIDE": 0,
+               "CREATE_NEW_PROCESS_GROUP": 0x200, "CREATE_NO_WINDOW": 0x08000000}
+    for name, value in windows.items():
+        monkeypatch.setattr(subprocess, name, value, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **kwargs: started.append(kwargs) or
+                        types.SimpleNamespace(pid=4321))
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: ran.append((command, kwargs)))
+    monkeypatch.setattr(process_tree.os, "name", "nt")
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed: taskkill
+
+    process = process_tree.start(["PythonSlicer", "runner.py"], text=True)
+    (kwargs,) = started
+    assert kwargs["creationflags"] == 0x08000200 and "start_new_session" not in kwargs
+    assert kwargs["startupinfo"].dwFlags & 0x1 and kwargs["startupinfo"].wShowWindow == 0
+    process_tree.terminate(process)
+    ((command, run_kwargs),) = ran
+    assert command == ["taskkill", "/T", "/F", "/PID", "4321"] and run_kwargs["creationflags"] == 0x08000000

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import slicer_widget_stand_ins as stand_ins
 
@@ -35,6 +37,8 @@ def test_an_older_slicer_gets_one_line_in_the_panel_instead_of_the_module(widget
     widget.enter()
     widget.exit()  # entering and leaving the module does not fail either
     assert dialogs.errors == []
+    with pytest.raises(RuntimeError, match=r"^CAC Scoring needs 3D Slicer 5\.10 or later"):
+        sys.modules["CACScoring"].CACScoringLogic().process(None)  # a script gets the same line
 
 
 def test_slicer_5_10_gets_the_panel(widget_factory, monkeypatch):

@@ -285,3 +285,19 @@ def test_reassign_a_lesion_and_export_from_the_panel(panel, slicer_scene, job_st
     exported = json.loads((tmp_path / "report" / "A_scores.json").read_text(encoding="utf-8"))
     assert exported["arteries"]["RCA"]["agatston"] == 16.0 and exported["total"]["agatston"] == 16.0
     assert (tmp_path / "report" / "A.seg.nrrd").is_file()
+
+
+def test_reload_and_test_installs_the_requirements_first(slicer_scene, monkeypatch):
+    import unittest
+
+    monkeypatch.setattr("sys.version_info", (3, 12, 1))
+    module, _, _ = stand_ins.install(monkeypatch, slicer_scene.scene)
+    asked = []
+    monkeypatch.setattr(module, "ensureRequirements", lambda: asked.append(True) and False)  # declined
+    with pytest.raises(unittest.SkipTest, match="requirements are not installed"):
+        module.CACScoringTest().runTest()
+    assert asked == [True]
+
+    module, _, _ = stand_ins.install(monkeypatch, slicer_scene.scene, version=(5, 8))
+    with pytest.raises(unittest.SkipTest, match=r"^CAC Scoring needs 3D Slicer 5\.10 or later"):
+        module.CACScoringTest().runTest()

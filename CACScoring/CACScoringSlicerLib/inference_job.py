@@ -163,10 +163,10 @@ class InferenceJob:
         with self._lock:
             self._cancel_requested = True
             process = self._process
+        if self._worker is None or not self._worker.is_alive():
+            return  # nothing runs: the group id may already belong to someone else
         if process is not None:
             process_tree.terminate(process)
-        if self._worker is None:
-            return
         self._worker.join(grace_s)  # ends when every process holding the output pipe has exited
         if self._worker.is_alive():
             with self._lock:

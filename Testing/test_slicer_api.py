@@ -36,7 +36,13 @@ def test_every_slicer_name_the_module_uses_is_listed():
     names = listed()
     prefixes = {name.rsplit(".", depth)[0] for name in names for depth in (1, 2) if name.count(".") >= depth}
     unlisted = []
-    for chain in set(re.findall(r"(?<![\w.])slicer\.([A-Za-z_][\w.]*\w)", source_text())):
+    text = source_text()
+    chains = set(re.findall(r"(?<![\w.])slicer\.([A-Za-z_][\w.]*\w)", text))
+    imports = re.findall(r"^from slicer(\.\w+)? import (?:\(([^)]*)\)|([\w, ]+)$)", text, re.MULTILINE)
+    for module, in_parentheses, on_the_line in imports:
+        imported = [name.strip() for name in (in_parentheses or on_the_line).split(",") if name.strip()]
+        chains |= {f"{module.removeprefix('.')}.{name}" if module else name for name in imported}
+    for chain in chains:
         chain = "slicer." + chain.removesuffix(".connect")  # Qt's connect: the signal is listed
         for alias, cls in SCENE_ALIASES.items():
             if chain == alias or chain.startswith(alias + "."):

@@ -294,10 +294,12 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self) -> None:
         running = self._job is not None
+        cancelling = running and self._job.cancel_requested
         for selector in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector):
             selector.enabled = not running  # the job writes to the nodes it started on
-        self.ui.applyButton.text = "Cancel" if running else "Apply"
-        self.ui.applyButton.enabled = running or bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.applyButton.text = "Cancelling..." if cancelling else "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = (running and not cancelling) or (
+            not running and bool(self._parameterNode and self._parameterNode.inputVolume))
         scoring = self.logic.hasCore and self.logic.core.result is not None
         folder = str(self._parameterNode.outputFolder) if self._parameterNode else ""
         self.ui.exportButton.enabled = scoring and folder not in ("", ".")
@@ -325,7 +327,8 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         if self._job is not None:
-            self._endJob("cancelled")
+            self._job.cancel(wait=False)  # the poll timer sees the process tree end: the panel stays responsive
+            self._updateButtons()
             return
         if not self._ready():
             return
@@ -383,7 +386,8 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._log("Done.")
         else:
             job.cleanup()
-            self._log(f"Segmentation {status.state}: {status.message}")
+            self._log("Segmentation cancelled." if status.state == "cancelled"
+                      else f"Segmentation {status.state}: {status.message}")
             if status.state == "failed":
                 slicer.util.errorDisplay(f"Segmentation failed: {status.message}")
         self._updateButtons()

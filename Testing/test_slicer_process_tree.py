@@ -209,3 +209,15 @@ def test_on_windows_the_job_gets_its_own_process_group_no_console_and_a_tree_kil
     process_tree.terminate(process)
     ((command, run_kwargs),) = ran
     assert command == ["taskkill", "/T", "/F", "/PID", "4321"] and run_kwargs["creationflags"] == 0x08000000
+
+
+def test_a_cancel_without_waiting_kills_a_deaf_runner_once_the_grace_time_is_over(job_stand_ins):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    job = InferenceJob(small_ct(), model="30", device="ignore-sigterm").start()
+    runner = runner_pid(job)
+    job.cancel(grace_s=0.5, wait=False)  # returns at once
+    assert job.cancel_requested and job.poll().state == "running" and running(runner)
+    assert job.wait(timeout_s=20).state == "cancelled"  # poll() killed the tree after the grace time
+    assert ended(runner) and ended(job._process.pid)
+    job.close()

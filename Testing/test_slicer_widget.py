@@ -189,7 +189,10 @@ def test_cancel_ends_the_job_and_unlocks_the_panel(panel, slicer_scene, job_stan
     while not (job.workdir / "runner.pid").is_file():
         time.sleep(0.05)
     if how == "button":
-        ui.applyButton.emit("clicked(bool)", False)
+        ui.applyButton.emit("clicked(bool)", False)  # returns at once; the poll timer sees the tree end
+        assert (ui.applyButton.text, ui.applyButton.enabled) == ("Cancelling...", False)
+        assert not ui.inputVolumeSelector.enabled
+        run_until_done(widget)
     elif how == "scene close":
         slicer_scene.scene.Clear(0)
     else:

@@ -86,6 +86,7 @@ class InferenceJob:
         self._error = ""  # what broke the worker thread
         self._returncode: int | None = None
         self._last_line = ""  # a failing runner's last line says why
+        self._kill_after: float | None = None  # monotonic time: a cancel without waiting kills the tree then
 
     def start(self) -> InferenceJob:
         self._worker = threading.Thread(target=self._run, name="CACScoring inference", daemon=True)
@@ -120,6 +121,9 @@ class InferenceJob:
 
     def poll(self) -> JobStatus:
         """Progress and new log lines since the last call; the final state once the process tree has ended."""
+        if self._kill_after is not None and time.monotonic() > self._kill_after:
+            self._kill_after = None
+            self._kill_if_running()
         self.status.log = []
         finished = False
         while True:
@@ -154,12 +158,18 @@ class InferenceJob:
             self.status.state = "failed"
             self.status.message = self._last_line or f"segmentation process exited with code {self._returncode}"
 
-    def cancel(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Stop the whole process tree: ask it to stop, kill what still runs after `grace_s`.
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
 
-        Returns once nothing of the job runs any more (or, if the CT is still being written, once it is
-        written: the process is then never started).
+    def cancel(self, grace_s: float | None = None, wait: bool = True) -> None:
+        """Stop the whole process tree: ask it to stop, kill what still runs after `grace_s` (STOP_GRACE_S).
+
+        With `wait`, returns once nothing of the job runs any more (if the CT is still being written, once it
+        is written: the process is then never started). Without, returns at once: `poll()` kills what still
+        runs once the grace time is over and reports "cancelled" when the tree has ended (the panel's Cancel).
         """
+        grace_s = STOP_GRACE_S if grace_s is None else grace_s
         with self._lock:
             self._cancel_requested = True
             process = self._process
@@ -167,13 +177,18 @@ class InferenceJob:
             return  # nothing runs: the group id may already belong to someone else
         if process is not None:
             process_tree.terminate(process)
+        if not wait:
+            self._kill_after = time.monotonic() + grace_s
+            return
         self._worker.join(grace_s)  # ends when every process holding the output pipe has exited
-        if self._worker.is_alive():
-            with self._lock:
-                process = self._process  # None: the CT is still being written, and no process will start
-            if process is not None:
-                process_tree.kill(process)
-            self._worker.join()
+        self._kill_if_running()
+        self._worker.join()
+
+    def _kill_if_running(self) -> None:
+        with self._lock:
+            process = self._process  # None: the CT is still being written, and no process will start
+        if process is not None and self._worker.is_alive():
+            process_tree.kill(process)
 
     def wait(self, timeout_s: float | None = None, progress=None) -> JobStatus:
         """Block until the job ends (scripts, batch mode); `progress(status)` after each poll."""

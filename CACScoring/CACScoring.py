@@ -52,6 +52,16 @@ class CACScoring(ScriptedLoadableModule):
             "volume and mass scores follow every stroke. Research software, not for clinical decisions."
         )
         self.parent.acknowledgementText = "Built on 3D Slicer, MONAI and SimpleITK."
+        slicer.app.connect("startupCompleted()", loadTerminology)
+
+
+def loadTerminology() -> None:
+    """Slicer's Terminologies module learns our segments' codes (Resources/*.json)."""
+    if unsupportedSlicer():
+        return
+    from CACScoringSlicerLib.terminology import load_terminology_files
+
+    load_terminology_files(slicer.modules.terminologies.logic(), Path(__file__).resolve().parent / "Resources")
 
 
 @parameterNodeWrapper
@@ -76,51 +86,40 @@ def requirementsFile() -> Path:
 
 def unmetRequirements() -> list[str]:
     """What is missing or too old, one line each (quick: reads package metadata, imports nothing heavy)."""
-    import importlib.util
+    from CACScoringSlicerLib.dependencies import describe_unmet
 
-    from CACScoringSlicerLib.dependencies import read_requirements, unmet_requirements
+    return describe_unmet(requirementsFile())
 
-    unmet = [u.describe() for u in unmet_requirements(read_requirements(requirementsFile()))]
-    if importlib.util.find_spec("torch") is None:
-        unmet.insert(0, "PyTorch (installed through the PyTorch extension)")
-    return unmet
+
+def installTorch(versionSpecifier: str):
+    import PyTorchUtils
+
+    return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                         torchVersionRequirement=versionSpecifier)
 
 
 def ensureRequirements() -> bool:
-    """Install what is missing after asking: torch through PyTorchUtils, the rest from requirements.txt
-    with pip. Returns False when the user declined or an install failed (after saying what failed)."""
+    """Install what is missing after asking: torch through PyTorchUtils (never replaced by pip), the rest from
+    requirements.txt. Returns False when the user declined or an install failed (after saying why)."""
     import importlib.util
 
-    from CACScoringSlicerLib.dependencies import TORCH_REQUIREMENT, read_requirements, unmet_requirements
+    from CACScoringSlicerLib.dependencies import Installer, ensure_requirements
 
-    missing = unmetRequirements()
-    if not missing:
-        return True
-    if not slicer.util.confirmOkCancelDisplay(
-        "CAC Scoring needs these Python packages:\n\n" + "\n".join(missing)
-        + "\n\nInstall them now? This may take several minutes.",
-        windowTitle="CAC Scoring: install requirements",
-    ):
-        return False
-    if importlib.util.find_spec("torch") is None:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            slicer.util.errorDisplay("PyTorch is missing: install the PyTorch extension from the Extensions Manager "
-                                     "and restart Slicer.")
-            return False
-        torchSpecifier = TORCH_REQUIREMENT.removeprefix("torch")
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                         torchVersionRequirement=torchSpecifier) is None:
-            slicer.util.errorDisplay("PyTorch could not be installed: see the PyTorch Utils module and the log.")
-            return False
-    for item in unmet_requirements(read_requirements(requirementsFile())):
-        try:
-            slicer.util.pip_install(str(item.requirement))
-        except Exception as error:  # pip's failure is shown as is: it names the package and the reason
-            slicer.util.errorDisplay(f"Installing {item.requirement} failed: {error}")
-            return False
-    return True
+    installer = Installer(
+        confirm=lambda text: slicer.util.confirmOkCancelDisplay(
+            text, windowTitle="CAC Scoring: install requirements"),
+        show_error=slicer.util.errorDisplay,
+        pip_install=slicer.util.pip_install,
+        install_torch=installTorch if importlib.util.find_spec("PyTorchUtils") else None,
+    )
+    return ensure_requirements(requirementsFile(), installer)
+
+
+def unsupportedSlicer():
+    """Why this Slicer cannot run the module (one line), or None. Checked before anything needs Python 3.12."""
+    from CACScoringSlicerLib.compatibility import unsupported_reason
+
+    return unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 
 
 class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -135,6 +134,12 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        unsupported = unsupportedSlicer()
+        if unsupported:
+            self.layout.addWidget(qt.QLabel(unsupported))
+            self.layout.addStretch(1)
+            return
+        loadTerminology()  # also when the module is reloaded after startup
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CACScoring.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -187,32 +192,54 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return ensureRequirements() and self._fillChoices()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
         self.removeObservers()
-        if self.logic is not None and self.logic.hasCore:
+        if self.logic is None:
+            return
+        self._endJob("cancelled: the module was closed")
+        self._releaseEditor()
+        self._rescoreTimer.stop()
+        if self.logic.hasCore:
             self.logic.core.stop_live_scoring()
 
     def enter(self) -> None:
+        if self.logic is None:
+            return
         self.initializeParameterNode()
+        # as Slicer's Segment Editor module: its shortcuts and view observations only while the module is shown
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+        self.ui.segmentEditorWidget.updateWidgetFromMRML()
+
+    def _releaseEditor(self) -> None:
+        """No effect (Paint, Erase...) stays live in the slice views once the panel is gone."""
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
 
     def exit(self) -> None:
+        if self.logic is not None:
+            self._releaseEditor()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUIFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        self._endJob("cancelled: the scene was closed")
+        self._rescoreTimer.stop()
         if self.logic.hasCore:
             self.logic.core.stop_live_scoring()
         self._session = None
         self.setParameterNode(None)
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.setSegmentationNode(None)
+        editor.removeViewObservations()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
 
     def onSceneEndImport(self, caller, event) -> None:
         """A loaded scene with a CACScoring session resumes live scoring (after installing what is missing)."""
@@ -267,8 +294,12 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self) -> None:
         running = self._job is not None
-        self.ui.applyButton.text = "Cancel" if running else "Apply"
-        self.ui.applyButton.enabled = running or bool(self._parameterNode and self._parameterNode.inputVolume)
+        cancelling = running and self._job.cancel_requested
+        for selector in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector):
+            selector.enabled = not running  # the job writes to the nodes it started on
+        self.ui.applyButton.text = "Cancelling..." if cancelling else "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = (running and not cancelling) or (
+            not running and bool(self._parameterNode and self._parameterNode.inputVolume))
         scoring = self.logic.hasCore and self.logic.core.result is not None
         folder = str(self._parameterNode.outputFolder) if self._parameterNode else ""
         self.ui.exportButton.enabled = scoring and folder not in ("", ".")
@@ -296,7 +327,8 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         if self._job is not None:
-            self._job.cancel()
+            self._job.cancel(wait=False)  # the poll timer sees the process tree end: the panel stays responsive
+            self._updateButtons()
             return
         if not self._ready():
             return
@@ -304,20 +336,30 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         core = self.logic.core
         volumeNode, segmentationNode = self._parameterNode.inputVolume, self._parameterNode.outputSegmentation
-        overwrite = False
-        if segmentationNode is not None and core.is_edited(segmentationNode, volumeNode):
+        overwrite = False  # asked for this run only
+        if segmentationNode is not None and volumeNode is not None and core.is_edited(segmentationNode, volumeNode):
             overwrite = slicer.util.confirmYesNoDisplay(
                 f"'{segmentationNode.GetName()}' has reader edits. Overwrite them?\n\n"
                 "No: the new result goes to a new segmentation and the edited one is kept."
             )
-        self._options = ScoringOptions(model=self._parameterNode.model, device=self._parameterNode.device,
-                                       preset=self._parameterNode.preset, overwrite_edited=overwrite)
-        self._job = self._run(lambda: core.start_inference(volumeNode, self._options))
+        options = ScoringOptions(model=self._parameterNode.model, device=self._parameterNode.device,
+                                 preset=self._parameterNode.preset, overwrite_edited=overwrite)
+        self._job = self._run(lambda: core.start_inference(volumeNode, segmentationNode, options))
         if self._job is None:
             return
         self.ui.progressBar.value = 0
         self._log(f"Segmenting '{volumeNode.GetName()}' ...")
         self._pollTimer.start()
+        self._updateButtons()
+
+    def _endJob(self, reason: str) -> None:
+        """Cancel the running job (button, scene close, module cleanup): its whole process tree ends and its
+        temporary folder is removed."""
+        self._pollTimer.stop()
+        job, self._job = self._job, None
+        if job is not None:
+            job.close()
+            self._log(f"Segmentation {reason}.")
         self._updateButtons()
 
     def onPollTimer(self) -> None:
@@ -330,16 +372,22 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.stop()
         job, self._job = self._job, None
         if status.state == "done":
-            node = self._run(lambda: self.logic.core.finish_inference(
-                job, self._parameterNode.inputVolume, self._parameterNode.outputSegmentation, self._options))
+            node = self._run(lambda: self.logic.core.finish_inference(job))
             if node is not None:
-                self._session = (self._parameterNode.inputVolume.GetID(), node.GetID(), self._parameterNode.preset)
+                kept = slicer.mrmlScene.GetNodeByID(job.segmentation_id) if job.segmentation_id else None
+                if kept is not None and kept is not node:
+                    self._log(f"'{kept.GetName()}' has reader edits, so it is kept: the result is in "
+                              f"'{node.GetName()}'.")
+                # the scored nodes are the ones the job ran on, whatever was selected meanwhile
+                self._session = (job.volume_id, node.GetID(), job.options.preset)
+                self._parameterNode.inputVolume = self.logic.core.volume_node
                 self._parameterNode.outputSegmentation = node
                 self._showSession()
-            self._log("Done.")
+                self._log("Done.")
         else:
             job.cleanup()
-            self._log(f"Segmentation {status.state}: {status.message}")
+            self._log("Segmentation cancelled." if status.state == "cancelled"
+                      else f"Segmentation {status.state}: {status.message}")
             if status.state == "failed":
                 slicer.util.errorDisplay(f"Segmentation failed: {status.message}")
         self._updateButtons()
@@ -435,6 +483,9 @@ class CACScoringLogic(ScriptedLoadableModuleLogic):
     @property
     def core(self):
         if self._core is None:
+            unsupported = unsupportedSlicer()
+            if unsupported:  # scripts on an older Slicer get the panel's one line, not an import error
+                raise RuntimeError(unsupported)
             from CACScoringSlicerLib.logic import CACScoringSceneLogic
 
             self._core = CACScoringSceneLogic(slicer.mrmlScene)
@@ -453,6 +504,11 @@ class CACScoringTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        unsupported = unsupportedSlicer()
+        if unsupported:
+            self.skipTest(unsupported)
+        if not ensureRequirements():  # the test builds phantoms (scikit-image) and reads DICOM (pydicom)
+            self.skipTest("CAC Scoring's Python requirements are not installed")
         self.setUp()
         self.test_LiveScoringFollowsEdits()
 

@@ -30,3 +30,13 @@ def scene_logic(slicer_scene):
     logic = CACScoringSceneLogic(slicer_scene.scene)
     yield logic
     logic.stop_live_scoring()
+
+
+@pytest.fixture
+def job_stand_ins(tmp_path, monkeypatch):
+    """Launcher and runner stand-ins for segmentation jobs (see slicer_job_stand_ins); returns the launcher."""
+    import slicer_job_stand_ins
+
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+    return slicer_job_stand_ins.install(tmp_path, monkeypatch)

@@ -79,7 +79,7 @@ def test_cancel_stops_the_child_process(scene_logic, phantom_volume, tiny_model)
     from CACScoringSlicerLib.logic import ScoringOptions
 
     _, volume_node = phantom_volume
-    job = scene_logic.start_inference(volume_node, ScoringOptions(model=str(tiny_model), device="cpu"))
+    job = scene_logic.start_inference(volume_node, None, ScoringOptions(model=str(tiny_model), device="cpu"))
     job.cancel(grace_s=30)
     status = job.wait(timeout_s=60)
     assert status.state == "cancelled"
@@ -91,7 +91,7 @@ def test_a_missing_model_fails_with_the_library_message(scene_logic, phantom_vol
     from CACScoringSlicerLib.logic import ScoringOptions
 
     _, volume_node = phantom_volume
-    job = scene_logic.start_inference(volume_node, ScoringOptions(model=str(tmp_path / "nowhere"), device="cpu"))
+    job = scene_logic.start_inference(volume_node, None, ScoringOptions(model=str(tmp_path / "nowhere"), device="cpu"))
     status = job.wait(timeout_s=120)
     assert status.state == "failed"
     assert "nowhere" in status.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,11 +306,13 @@ def test_terminology_files_agree_with_the_label_contract_and_load_in_slicer(slic
     import vtk
 
     logic = slicer.vtkSlicerTerminologiesModuleLogic()  # no scene: the default lists are not needed here
-    assert logic.LoadTerminologyFromFile(f"{resources}/{terminology.TERMINOLOGY_FILE}")
-    assert logic.LoadAnatomicContextFromFile(f"{resources}/{terminology.ANATOMIC_FILE}")
+    terminology.load_terminology_files(logic, Path(resources))
     names = vtk.vtkStringArray()
     logic.GetLoadedTerminologyNames(names)
     assert terminology.TERMINOLOGY_CONTEXT in [names.GetValue(i) for i in range(names.GetNumberOfValues())]
+    assert logic.GetNumberOfRegionsInRegionContext(terminology.ANATOMIC_CONTEXT) == len(ARTERY_LABELS)
+    with pytest.raises(RuntimeError, match="did not load the CACScoring terminology"):
+        terminology.load_terminology_files(logic, Path(resources) / "nowhere")
 
 
 def test_segment_editor_preset_masks_painting_to_calcium(scene_logic):
@@ -321,3 +324,57 @@ def test_segment_editor_preset_masks_painting_to_calcium(scene_logic):
     assert editor_node.GetSourceVolumeIntensityMask()
     assert tuple(editor_node.GetSourceVolumeIntensityMaskRange()) == (130.0, 10000.0)
     assert editor_node.GetOverwriteMode() == slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments
+
+
+REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "realct" / "qrm_canon_large_rep1.tar.xz"
+
+
+class DicomDatabase:
+    """Slicer's DICOM database as the module queries it: fileForInstance, fileValue("gggg,eeee")."""
+
+    def __init__(self, folder):
+        import pydicom
+
+        self.headers = {str(f): pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.iterdir()) if f.is_file()}
+        self.files = {str(ds.SOPInstanceUID): f for f, ds in self.headers.items()}
+
+    def fileForInstance(self, uid):
+        return self.files.get(uid, "")
+
+    def fileValue(self, file, tag):
+        group, element = (int(part, 16) for part in tag.split(","))
+        item = self.headers[file].get((group, element))
+        return "" if item is None or item.value is None else str(item.value)
+
+
+@pytest.mark.skipif(not REAL_CT.is_file(), reason="the real QRM phantom CT is not available")
+def test_dicom_facts_come_from_slicers_database_not_from_rereading_the_series(slicer_scene, tmp_path, monkeypatch):
+    import tarfile
+
+    import slicer
+    from CACScoringSlicerLib.geometry import SCAN_INFO_ATTRIBUTE, add_volume_node, scan_info
+
+    import CACScoringLib.io
+    import CACScoringLib.io.dicom
+
+    with tarfile.open(REAL_CT) as archive:
+        archive.extractall(tmp_path, filter="data")
+    folder = tmp_path / "qrm_canon_large_rep1"
+    expected = CACScoringLib.io.read_ct(folder)
+    node = add_volume_node(slicer_scene.scene, expected, "QRM")  # as Slicer's DICOM plugin loads it:
+    node.RemoveAttribute(SCAN_INFO_ATTRIBUTE)  # no CACScoring facts, the instance UIDs of the series
+    database = DicomDatabase(folder)
+    node.SetAttribute("DICOM.instanceUIDs", " ".join(database.files))
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the series was read again")
+
+    monkeypatch.setattr(CACScoringLib.io, "read_ct", no_reading)
+    monkeypatch.setattr(CACScoringLib.io.dicom, "read_dicom_series", no_reading)
+    info = scan_info(node)
+    assert (info.slice_thickness_mm, info.kvp, info.manufacturer) == (3.0, 120.0, "TOSHIBA")
+    for name in ("slice_thickness_mm", "kvp", "manufacturer", "modality", "series_instance_uid", "patient_id",
+                 "warnings"):
+        assert getattr(info, name) == getattr(expected.info, name), name
+    assert info.slice_increment_mm == pytest.approx(expected.info.slice_increment_mm, abs=1e-4)

@@ -65,7 +65,7 @@ def scan_info(volume_node) -> ScanInfo:
     """Acquisition facts (kVp, slice thickness, reader warnings) of the volume, cached on the node.
 
     Known for volumes made by `add_volume_node` and, inside Slicer, for volumes loaded from the DICOM
-    database (the series is read once with CACScoringLib); otherwise unknown, and scoring says so.
+    database (read from the database); otherwise unknown, and scoring says so.
     """
     stored = volume_node.GetAttribute(SCAN_INFO_ATTRIBUTE)
     if stored:
@@ -75,17 +75,44 @@ def scan_info(volume_node) -> ScanInfo:
     return info
 
 
+# DICOM tags read from Slicer's DICOM database (ctkDICOMDatabase.fileValue takes "gggg,eeee").
+DICOM_TAGS = {
+    "slice_thickness": "0018,0050", "kvp": "0018,0060", "manufacturer": "0008,0070", "modality": "0008,0060",
+    "series_instance_uid": "0020,000E", "patient_id": "0010,0020",
+}  # fmt: skip
+
+
 def _dicom_scan_info(volume_node) -> ScanInfo | None:
+    """The acquisition tags of a volume Slicer loaded from its DICOM database, from that database (indexed
+    when the series was imported: no file is read again)."""
     instance_uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
     database = getattr(slicer, "dicomDatabase", None)  # only in the Slicer application
     if not instance_uids or database is None:
         return None
-    first_file = database.fileForInstance(instance_uids[0])
-    if not first_file:
+    files = [database.fileForInstance(uid) for uid in instance_uids]
+    if not files or not files[0]:
         return None
-    from CACScoringLib.io import read_ct
 
-    return read_ct(first_file).info
+    def value(tag: str, file: str = files[0]) -> str | None:
+        return (database.fileValue(file, DICOM_TAGS[tag]) or "").strip() or None
+
+    kvp = value("kvp")
+    thickness = value("slice_thickness")
+    increment = float(volume_node.GetSpacing()[2])
+    thicknesses = [value("slice_thickness", file) if file else None for file in files]
+    from CACScoringLib.io.dicom import acquisition_warnings
+
+    return ScanInfo(
+        slice_thickness_mm=float(thickness) if thickness else None,
+        slice_increment_mm=increment,
+        kvp=float(kvp) if kvp else None,
+        manufacturer=value("manufacturer"),
+        modality=value("modality") or "CT",
+        series_instance_uid=value("series_instance_uid"),
+        patient_id=value("patient_id"),
+        source=volume_node.GetName(),
+        warnings=acquisition_warnings(thicknesses, float(kvp) if kvp else None, value("modality"), increment),
+    )
 
 
 def ct_from_volume_node(volume_node) -> CTVolume:

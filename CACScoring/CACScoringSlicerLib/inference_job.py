@@ -1,8 +1,9 @@
 """Segmentation in a background process: start, poll, cancel, without Qt.
 
-The process runs `inference_runner.py` on a NIfTI copy of the CT and writes a labels NIfTI. Its stdout is
-read by a thread into a queue, so `poll()` never blocks: the Slicer widget calls it from a QTimer, scripts
-call `wait()`.
+A worker thread writes the CT as an uncompressed NIfTI (so the GUI thread never waits for it), starts
+`inference_runner.py` in its own process group (see process_tree) and queues its output lines, so `poll()`
+never blocks: the Slicer widget calls it from a QTimer, scripts call `wait()`. A job remembers the nodes it
+was started on; the logic writes its labels there, whatever is selected when it ends.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,12 +21,15 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from CACScoringLib.errors import InputError
 from CACScoringLib.volume import CTVolume
 
+from . import process_tree
 from .inference_runner import CANCELLED_EXIT_CODE, WARNING_PREFIX
 
 RUNNER = Path(__file__).with_name("inference_runner.py")
 PROGRESS_PREFIX = "PROGRESS "
+STOP_GRACE_S = 5.0  # the runner stops between steps; what is still running after this is killed
 
 
 def library_root() -> Path:
@@ -37,8 +40,14 @@ def library_root() -> Path:
 
 
 def python_executable() -> str:
-    """Slicer's own Python (PythonSlicer) inside the application, else this interpreter."""
-    return shutil.which("PythonSlicer") if hasattr(sys.modules.get("slicer"), "app") else sys.executable
+    """Slicer's own Python (the PythonSlicer launcher) inside the application, else this interpreter."""
+    if not hasattr(sys.modules.get("slicer"), "app"):
+        return sys.executable
+    launcher = shutil.which("PythonSlicer")
+    if launcher is None:
+        raise InputError("PythonSlicer, Slicer's Python launcher, is not on the PATH: start Slicer from its own "
+                         "launcher (Slicer or Slicer.exe) or reinstall Slicer")
+    return launcher
 
 
 @dataclass
@@ -51,42 +60,70 @@ class JobStatus:
 
 
 class InferenceJob:
-    """One segmentation run of a CT in a child process."""
+    """One segmentation run of a CT in a child process tree.
 
-    def __init__(self, ct: CTVolume, model: str, device: str = "auto"):
+    `volume_id`, `segmentation_id` and `options` are what the caller bound the job to (see
+    CACScoringSceneLogic.start_inference); the job itself only carries them.
+    """
+
+    def __init__(self, ct: CTVolume, model: str, device: str = "auto", python: str | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix="CACScoring-"))
-        self.input_path = self.workdir / "ct.nii.gz"
-        self.labels_path = self.workdir / "labels.nii.gz"
-        sitk.WriteImage(ct.to_sitk(), str(self.input_path))
+        self.input_path = self.workdir / "ct.nii"  # uncompressed: the fastest write
+        self.labels_path = self.workdir / "labels.nii"
         self.command = [
-            python_executable(), str(RUNNER),
+            python or python_executable(), str(RUNNER),
             "--input", str(self.input_path), "--output", str(self.labels_path),
             "--model", model, "--device", device,
         ]  # fmt: skip
-        self.status = JobStatus("running", message="starting")
+        self.volume_id = self.segmentation_id = self.options = None
+        self.status = JobStatus("running", message="writing the CT")
+        self._ct = ct
         self._lines: queue.Queue[str | None] = queue.Queue()
-        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # guards _process and _cancel_requested between the worker and callers
+        self._process = None
+        self._worker: threading.Thread | None = None
         self._cancel_requested = False
+        self._error = ""  # what broke the worker thread
+        self._returncode: int | None = None
         self._last_line = ""  # a failing runner's last line says why
+        self._kill_after: float | None = None  # monotonic time: a cancel without waiting kills the tree then
 
     def start(self) -> InferenceJob:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(library_root()), env.get("PYTHONPATH")]))
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        self._process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=self.workdir
-        )
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
+        self._worker = threading.Thread(target=self._run, name="CACScoring inference", daemon=True)
+        self._worker.start()
         return self
 
-    def _read_output(self) -> None:
-        for line in self._process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
+    def _run(self) -> None:
+        """Worker thread: write the CT, run the process tree, queue its output; None marks the end."""
+        try:
+            sitk.WriteImage(self._ct.to_sitk(), str(self.input_path), False)
+            self._ct = None
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(library_root()), env.get("PYTHONPATH")]))
+            env["PYTHONUNBUFFERED"], env["PYTHONIOENCODING"] = "1", "utf-8"
+            with self._lock:
+                if self._cancel_requested:
+                    return
+                self._process = process_tree.start(
+                    self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    text=True, encoding="utf-8", env=env, cwd=self.workdir,
+                )
+            for line in self._process.stdout:
+                self._lines.put(line.rstrip("\n"))
+            self._returncode = self._process.wait()
+        except Exception as error:  # e.g. a full disk, undecodable output: the job fails, nothing keeps running
+            self._error = f"{type(error).__name__}: {error}"
+            if self._process is not None:
+                process_tree.kill(self._process)
+                self._returncode = self._process.wait()
+        finally:
+            self._lines.put(None)
 
     def poll(self) -> JobStatus:
-        """Progress and new log lines since the last call; the final state once the process has ended."""
+        """Progress and new log lines since the last call; the final state once the process tree has ended."""
+        if self._kill_after is not None and time.monotonic() > self._kill_after:
+            self._kill_after = None
+            self._kill_if_running()
         self.status.log = []
         finished = False
         while True:
@@ -107,45 +144,70 @@ class InferenceJob:
                 if line.strip():
                     self._last_line = line.strip()
         if finished:
-            self._finish(self._process.wait())
+            self._finish()
         return self.status
 
-    def _finish(self, returncode: int) -> None:
-        if self._cancel_requested or returncode in (CANCELLED_EXIT_CODE, -signal.SIGTERM):
+    def _finish(self) -> None:
+        if self._cancel_requested or self._returncode == CANCELLED_EXIT_CODE:
             self.status.state, self.status.message = "cancelled", "cancelled"
-        elif returncode == 0 and self.labels_path.is_file():
+        elif self._error:
+            self.status.state, self.status.message = "failed", f"the segmentation job broke ({self._error})"
+        elif self._returncode == 0 and self.labels_path.is_file():
             self.status.state, self.status.progress, self.status.message = "done", 1.0, "done"
         else:
             self.status.state = "failed"
-            self.status.message = self._last_line or f"segmentation process exited with code {returncode}"
+            self.status.message = self._last_line or f"segmentation process exited with code {self._returncode}"
 
-    def cancel(self, grace_s: float = 5.0) -> None:
-        """Ask the process to stop (it stops between steps), kill it if it does not within `grace_s`."""
-        if self._process is None or self._process.poll() is not None:
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def cancel(self, grace_s: float | None = None, wait: bool = True) -> None:
+        """Stop the whole process tree: ask it to stop, kill what still runs after `grace_s` (STOP_GRACE_S).
+
+        With `wait`, returns once nothing of the job runs any more (if the CT is still being written, once it
+        is written: the process is then never started). Without, returns at once: `poll()` kills what still
+        runs once the grace time is over and reports "cancelled" when the tree has ended (the panel's Cancel).
+        """
+        grace_s = STOP_GRACE_S if grace_s is None else grace_s
+        with self._lock:
+            self._cancel_requested = True
+            process = self._process
+        if self._worker is None or not self._worker.is_alive():
+            return  # nothing runs: the group id may already belong to someone else
+        if process is not None:
+            process_tree.terminate(process)
+        if not wait:
+            self._kill_after = time.monotonic() + grace_s
             return
-        self._cancel_requested = True
-        self._process.terminate()
-        try:
-            self._process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        self._worker.join(grace_s)  # ends when every process holding the output pipe has exited
+        self._kill_if_running()
+        self._worker.join()
+
+    def _kill_if_running(self) -> None:
+        with self._lock:
+            process = self._process  # None: the CT is still being written, and no process will start
+        if process is not None and self._worker.is_alive():
+            process_tree.kill(process)
 
     def wait(self, timeout_s: float | None = None, progress=None) -> JobStatus:
-        """Block until the process ends (scripts, batch mode); `progress(status)` after each poll."""
+        """Block until the job ends (scripts, batch mode); `progress(status)` after each poll."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self._process.poll() is None:
+        while True:
+            status = self.poll()
+            if progress is not None:
+                progress(status)
+            if status.state != "running":
+                return status
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 raise TimeoutError(f"segmentation did not finish within {timeout_s:g} s")
             time.sleep(0.2)
-            status = self.poll()
-            if progress is not None:
-                progress(status)
-        self._reader.join()  # all output is queued once the reader has seen end of file
-        status = self.poll()
-        if progress is not None:
-            progress(status)
-        return status
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Cancel if still running, and remove the temporary folder (scene close, module cleanup)."""
+        self.cancel()
+        self.cleanup()

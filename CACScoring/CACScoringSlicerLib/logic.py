@@ -370,22 +370,37 @@ class CACScoringSceneLogic:
     # --- inference ---
 
     @staticmethod
-    def start_inference(volume_node, options: ScoringOptions) -> InferenceJob:
-        return InferenceJob(geometry.ct_from_volume_node(volume_node), options.model, options.device).start()
+    def start_inference(volume_node, segmentation_node, options: ScoringOptions) -> InferenceJob:
+        """Segment in the background; the job is bound to these nodes and options (see finish_inference)."""
+        job = InferenceJob(geometry.ct_from_volume_node(volume_node), options.model, options.device)
+        job.volume_id = volume_node.GetID()
+        job.segmentation_id = segmentation_node.GetID() if segmentation_node is not None else None
+        job.options = options
+        return job.start()
 
-    def finish_inference(self, job: InferenceJob, volume_node, segmentation_node, options: ScoringOptions):
-        """After a successful job: labels into the segmentation (see apply_inference_labels), live scoring on."""
-        ct = geometry.ct_from_volume_node(volume_node)
+    def finish_inference(self, job: InferenceJob):
+        """After a successful job: labels into the nodes it was started on (see apply_inference_labels), live
+        scoring on them. Whatever is selected meanwhile does not matter; if those nodes were deleted, the result
+        is discarded with an InputError. Returns the segmentation node written."""
         import SimpleITK as sitk
 
-        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(job.labels_path))).astype(np.uint8)
-        job.cleanup()
-        if labels.shape != ct.shape:
-            raise InputError(f"segmentation has shape {labels.shape}, the CT {ct.shape}: rerun the segmentation")
+        try:
+            volume_node = self.scene.GetNodeByID(job.volume_id)
+            segmentation_node = None if job.segmentation_id is None else self.scene.GetNodeByID(job.segmentation_id)
+            if volume_node is None or (job.segmentation_id is not None and segmentation_node is None):
+                deleted = "CT" if volume_node is None else "segmentation"
+                raise InputError(f"the {deleted} this run was for was deleted while it ran: its result "
+                                 "was discarded; select the nodes and run Apply again")
+            labels = sitk.GetArrayFromImage(sitk.ReadImage(str(job.labels_path))).astype(np.uint8)
+        finally:
+            job.cleanup()
+        shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
+        if labels.shape != shape:
+            raise InputError(f"segmentation has shape {labels.shape}, the CT {shape}: rerun the segmentation")
         segmentation_node = self.apply_inference_labels(volume_node, labels, segmentation_node,
-                                                        options.overwrite_edited)
+                                                        job.options.overwrite_edited)
         segmentation_node.SetAttribute(SEGMENTATION_WARNINGS_ATTRIBUTE, "\n".join(job.status.warnings))
-        self.start_live_scoring(volume_node, segmentation_node, options.scoring_params())
+        self.start_live_scoring(volume_node, segmentation_node, job.options.scoring_params())
         return segmentation_node
 
     def process(self, input_volume_node, output_segmentation_node=None, options: ScoringOptions | None = None,
@@ -395,10 +410,10 @@ class CACScoringSceneLogic:
         Returns (segmentation node, ScoreResult). `progress(JobStatus)` is called while segmenting.
         """
         options = options or ScoringOptions()
-        job = self.start_inference(input_volume_node, options)
+        job = self.start_inference(input_volume_node, output_segmentation_node, options)
         status = job.wait(progress=progress)
         if status.state != "done":
             job.cleanup()
             raise InputError(f"segmentation {status.state}: {status.message}")
-        node = self.finish_inference(job, input_volume_node, output_segmentation_node, options)
+        node = self.finish_inference(job)
         return node, self.result

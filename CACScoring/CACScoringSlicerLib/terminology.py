@@ -61,6 +61,15 @@ def terminology_tag(artery: ArteryLabel) -> str:
     )  # fmt: skip
 
 
+def load_terminology_files(terminologies_logic, folder: Path) -> None:
+    """Register the checked-in files with Slicer's Terminologies logic, so that Slicer's terminology selector
+    and exports resolve the codes our segments carry. Loading again replaces the same contexts."""
+    loaded = (terminologies_logic.LoadTerminologyFromFile(str(folder / TERMINOLOGY_FILE)),
+              terminologies_logic.LoadRegionContextFromFile(str(folder / ANATOMIC_FILE)))
+    if loaded != (TERMINOLOGY_CONTEXT, ANATOMIC_CONTEXT):
+        raise RuntimeError(f"Slicer did not load the CACScoring terminology from {folder} (got {loaded})")
+
+
 def write_terminology_files(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -327,6 +327,23 @@ def _slice_hu_gdcm(path: Path, syntax, error: Exception, shape: tuple[int, int])
     return sitk.GetArrayFromImage(image).reshape(shape)
 
 
+def acquisition_warnings(thicknesses, kvp: float | None, modality, increment: float) -> list[str]:
+    """What a reader should know about the acquisition tags: `thicknesses` per slice (None or "" when
+    missing; the first slice's decides), `kvp` and `modality` of the first slice. Shared with the Slicer
+    module, which takes the same tags from Slicer's DICOM database."""
+    warnings = []
+    present = {float(t) for t in thicknesses if t not in (None, "")}
+    if thicknesses[0] in (None, ""):
+        warnings.append(f"SliceThickness missing; assuming it equals the slice increment ({increment:.2f} mm)")
+    elif len(present) > 1:
+        warnings.append(f"SliceThickness varies between slices ({min(present):g}-{max(present):g} mm)")
+    if kvp is None:
+        warnings.append("KVP (tube voltage) missing; scoring assumes a standard 120 kVp acquisition")
+    if not modality:
+        warnings.append("Modality missing; assuming CT")
+    return warnings
+
+
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVolume:
     """Read one CT series from a DICOM folder tree as a CTVolume in HU (see `read_ct`)."""
     folder = Path(folder)
@@ -346,17 +363,10 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVo
         # list() waits for every slice and re-raises the first InputError.
         list(pool.map(lambda k: _read_slice_hu(*members[k], array[k]), range(len(members))))
 
-    thicknesses = {float(ds.SliceThickness) for _, ds in members if ds.get("SliceThickness") not in (None, "")}
+    thicknesses = [ds.get("SliceThickness") for _, ds in members]
     thickness = float(first.SliceThickness) if first.get("SliceThickness") not in (None, "") else None
-    if thickness is None:
-        warnings.append(f"SliceThickness missing; assuming it equals the slice increment ({increment:.2f} mm)")
-    elif len(thicknesses) > 1:
-        warnings.append(f"SliceThickness varies between slices ({min(thicknesses):g}-{max(thicknesses):g} mm)")
     kvp = float(first.KVP) if first.get("KVP") not in (None, "") else None
-    if kvp is None:
-        warnings.append("KVP (tube voltage) missing; scoring assumes a standard 120 kVp acquisition")
-    if not first.get("Modality"):
-        warnings.append("Modality missing; assuming CT")
+    warnings += acquisition_warnings(thicknesses, kvp, first.get("Modality"), increment)
 
     info = ScanInfo(
         slice_thickness_mm=thickness,

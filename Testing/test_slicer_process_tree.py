@@ -1,0 +1,223 @@
+"""Cancel ends the whole process tree of a segmentation job, as it runs inside Slicer: `PythonSlicer` is a
+launcher that starts the real Python as its child and passes no signal on. The `job_job_stand_ins` fixture
+(Testing/slicer_job_job_stand_ins.py) puts a launcher that does the same and a quick runner in place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from CACScoringLib.volume import CTVolume
+
+pytestmark = [pytest.mark.slicer, pytest.mark.skipif(os.name == "nt", reason="reads process states from /proc")]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "CACScoring"))
+
+def small_ct() -> CTVolume:
+    array = np.zeros((3, 8, 8), np.float32)
+    array[1, 2:4, 2:4] = 400.0
+    return CTVolume(array=array, spacing=(0.5, 0.5, 3.0))
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has ended; only its exit status is left)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def ended(pid: int, timeout_s: float = 2.0) -> bool:
+    """A killed process closes its files before it is gone: give it a moment."""
+    deadline = time.monotonic() + timeout_s
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not running(pid)
+
+
+def runner_pid(job, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    path = job.workdir / "runner.pid"
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the runner stand-in never started")
+
+
+@pytest.mark.parametrize("device", ["cpu", "ignore-sigterm"])
+def test_cancel_ends_the_launcher_and_the_python_it_started(job_stand_ins, device):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    work_s = 2.0
+    job = InferenceJob(small_ct(), model=str(work_s), device=device, python=str(job_stand_ins)).start()
+    runner = runner_pid(job)
+    launcher = job._process.pid
+    assert runner != launcher and running(runner) and running(launcher)
+    started = time.monotonic()
+    job.cancel(grace_s=1.0)
+    assert time.monotonic() - started < 3.0
+    assert ended(launcher) and ended(runner)
+    time.sleep(work_s + 0.5)  # past the time the runner would have written its labels
+    assert not job.labels_path.exists()
+    assert job.wait(timeout_s=5).state == "cancelled"
+    job.close()
+    assert not job.workdir.exists()
+
+
+def test_a_job_that_is_not_cancelled_writes_its_labels_through_the_launcher(job_stand_ins):
+    import SimpleITK as sitk
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    job = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    status = job.wait(timeout_s=60)
+    assert (status.state, status.progress) == ("done", 1.0), status.message
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(job.labels_path)))
+    assert labels.sum() == 2 * 4 and labels[1, 2:4, 2:4].tolist() == [[2, 2], [2, 2]]
+    job.close()
+
+
+def test_broken_output_fails_the_job_and_ends_its_processes(job_stand_ins):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    job = InferenceJob(small_ct(), model="60", device="undecodable", python=str(job_stand_ins)).start()
+    runner = runner_pid(job)
+    status = job.wait(timeout_s=20)  # without the fix the job stays "running" and this raises TimeoutError
+    assert status.state == "failed"
+    assert status.message.startswith("the segmentation job broke (UnicodeDecodeError")
+    assert ended(runner) and ended(job._process.pid)
+    job.close()
+
+
+def test_a_missing_pythonslicer_is_a_message(monkeypatch, tmp_path):
+    import slicer
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    from CACScoringLib.errors import InputError
+
+    monkeypatch.setattr(slicer, "app", object(), raising=False)  # inside the Slicer application
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(InputError, match="PythonSlicer, Slicer's Python launcher, is not on the PATH"):
+        InferenceJob(small_ct(), model="0")
+
+
+def two_cts_of_one_shape(slicer_scene):
+    """CT A with calcium at one place, CT B (same grid) at another."""
+    from CACScoringSlicerLib.geometry import add_volume_node
+
+    a, b = small_ct(), small_ct()
+    b.array[:] = 0.0
+    b.array[2, 5:7, 5:8] = 300.0
+    return (add_volume_node(slicer_scene.scene, a, "A"), add_volume_node(slicer_scene.scene, b, "B"))
+
+
+def test_the_result_lands_on_the_nodes_the_job_started_on(slicer_scene, scene_logic, job_stand_ins):
+    from CACScoringSlicerLib.logic import ScoringOptions
+
+    volume_a, volume_b = two_cts_of_one_shape(slicer_scene)
+    segmentation_a = scene_logic.create_segmentation_node(volume_a)
+    segmentation_b = scene_logic.create_segmentation_node(volume_b)
+    job = scene_logic.start_inference(volume_a, segmentation_a, ScoringOptions(model="1", device="cpu"))
+    scene_logic.remember(volume_b, segmentation_b)  # the reader selects CT B while A is segmented
+    assert job.wait(timeout_s=60).state == "done"
+    written = scene_logic.finish_inference(job)
+
+    assert written is segmentation_a and scene_logic.volume_node is volume_a
+    expected_a = np.zeros((3, 8, 8), np.uint8)
+    expected_a[1, 2:4, 2:4] = 2
+    np.testing.assert_array_equal(scene_logic.labels_from_segmentation(segmentation_a, volume_a), expected_a)
+    assert not scene_logic.labels_from_segmentation(segmentation_b, volume_b).any()
+    assert slicer_scene.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
+    assert not job.workdir.exists()
+
+
+def test_a_result_whose_nodes_were_deleted_goes_nowhere_with_a_message(slicer_scene, scene_logic, job_stand_ins):
+    from CACScoringSlicerLib.logic import ScoringOptions
+
+    from CACScoringLib.errors import InputError
+
+    volume_a, _ = two_cts_of_one_shape(slicer_scene)
+    segmentation_a = scene_logic.create_segmentation_node(volume_a)
+    job = scene_logic.start_inference(volume_a, segmentation_a, ScoringOptions(model="1", device="cpu"))
+    slicer_scene.scene.RemoveNode(segmentation_a)
+    assert job.wait(timeout_s=60).state == "done"
+    with pytest.raises(InputError, match="the segmentation this run was for was deleted while it ran"):
+        scene_logic.finish_inference(job)
+    assert slicer_scene.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+    assert scene_logic.result is None and not job.workdir.exists()
+
+
+def test_the_ct_is_written_uncompressed_by_the_worker_not_the_calling_thread(job_stand_ins, monkeypatch):
+    import threading
+    import types
+
+    import SimpleITK as sitk
+    from CACScoringSlicerLib import inference_job
+
+    release, writers = threading.Event(), []
+
+    def write_image(image, path, compress):
+        writers.append((threading.current_thread(), compress))
+        assert release.wait(30)
+        sitk.WriteImage(image, path, compress)
+
+    monkeypatch.setattr(inference_job, "sitk", types.SimpleNamespace(WriteImage=write_image))
+    job = inference_job.InferenceJob(small_ct(), model="0", device="cpu").start()
+    status = job.poll()  # returns at once although the CT is not written yet
+    assert (status.state, status.message) == ("running", "writing the CT")
+    release.set()
+    assert job.wait(timeout_s=60).state == "done"
+    ((writer, compress),) = writers
+    assert writer is not threading.main_thread() and compress is False
+    header_bytes = 348 + 4  # NIfTI-1 header and extension flag, then the float32 voxels as they are
+    assert job.input_path.stat().st_size == header_bytes + 3 * 8 * 8 * 4
+    job.close()
+
+
+def test_on_windows_the_job_gets_its_own_process_group_no_console_and_a_tree_kill(monkeypatch):
+    """The Windows branch, run here with Windows' constants and a recording Popen (no Windows machine)."""
+    import subprocess
+    import types
+
+    from CACScoringSlicerLib import process_tree
+
+    class StartupInfo:
+        dwFlags = 0
+        wShowWindow = 1  # SW_SHOWNORMAL
+
+    started, ran = [], []
+    windows = {"STARTUPINFO": StartupInfo, "STARTF_USESHOWWINDOW": 0x1, "SW_HIDE": 0,
+               "CREATE_NEW_PROCESS_GROUP": 0x200, "CREATE_NO_WINDOW": 0x08000000}
+    for name, value in windows.items():
+        monkeypatch.setattr(subprocess, name, value, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **kwargs: started.append(kwargs) or
+                        types.SimpleNamespace(pid=4321))
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: ran.append((command, kwargs)))
+    monkeypatch.setattr(process_tree.os, "name", "nt")
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed: taskkill
+
+    process = process_tree.start(["PythonSlicer", "runner.py"], text=True)
+    (kwargs,) = started
+    assert kwargs["creationflags"] == 0x08000200 and "start_new_session" not in kwargs
+    assert kwargs["startupinfo"].dwFlags & 0x1 and kwargs["startupinfo"].wShowWindow == 0
+    process_tree.terminate(process)
+    ((command, run_kwargs),) = ran
+    assert command == ["taskkill", "/T", "/F", "/PID", "4321"] and run_kwargs["creationflags"] == 0x08000000
+
+
+def test_a_cancel_without_waiting_kills_a_deaf_runner_once_the_grace_time_is_over(job_stand_ins):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    job = InferenceJob(small_ct(), model="30", device="ignore-sigterm").start()
+    runner = runner_pid(job)
+    job.cancel(grace_s=0.5, wait=False)  # returns at once
+    assert job.cancel_requested and job.poll().state == "running" and running(runner)
+    assert job.wait(timeout_s=20).state == "cancelled"  # poll() killed the tree after the grace time
+    assert ended(runner) and ended(job._process.pid)
+    job.close()

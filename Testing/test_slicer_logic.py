@@ -166,7 +166,8 @@ def test_live_scores_after_editor_strokes_equal_a_full_recompute(loaded_case, sc
     live = scene_logic.rescore()
     # full recompute on the CT as Slicer holds it (read from the NIfTI, so without kVp/thickness facts)
     np.testing.assert_array_equal(scene_logic.ct.array, ct.array)
-    assert live.to_dict() == score_volume(scene_logic.ct, expected, scene_logic.scorer.params).to_dict()
+    full = score_volume(scene_logic.ct, expected, scene_logic.scorer.params, scene_logic.scorer.contrast)
+    assert live.to_dict() == full.to_dict()
     assert not scene_logic.stale
     # by hand: LAD keeps lesion A (12); LCX gains 12 px * 0.25 mm² * weight 3 (peak 320 HU) = 9
     assert live.arteries["LAD"].agatston == pytest.approx(12.0)
@@ -378,3 +379,22 @@ def test_dicom_facts_come_from_slicers_database_not_from_rereading_the_series(sl
                  "warnings"):
         assert getattr(info, name) == getattr(expected.info, name), name
     assert info.slice_increment_mm == pytest.approx(expected.info.slice_increment_mm, abs=1e-4)
+
+
+def test_contrast_enhanced_ct_is_named_and_its_category_not_valid_in_the_panel(slicer_scene, scene_logic, tmp_path):
+    from CACScoringLib.anatomy import find_heart
+    from CACScoringLib.phantom import make_thorax_phantom
+    from CACScoringLib.scoring import NOT_VALID_ON_CONTRAST
+
+    phantom = make_thorax_phantom(seed=3, noise_hu=10.0)
+    heart, _ = find_heart(phantom.ct)
+    enhanced = phantom.ct.array.copy()
+    enhanced[heart.on_ct_grid() & (np.abs(enhanced - 40.0) < 30.0) & (phantom.labels == 0)] += 260.0
+    path = write_nifti(phantom.ct, tmp_path / "cta.nii.gz", enhanced)
+    volume_node = slicer_scene.volumes_logic.AddArchetypeVolume(str(path), "cta", 0)
+    segmentation_node = scene_logic.apply_inference_labels(volume_node, phantom.labels)
+    result = scene_logic.start_live_scoring(volume_node, segmentation_node)
+    assert result.contrast.enhanced and result.contrast.blood_pool_hu > 260.0
+    assert NOT_VALID_ON_CONTRAST in scene_logic.summary()
+    assert any(f"{result.contrast.blood_pool_hu:.0f} HU" in warning for warning in scene_logic.warnings())
+    assert result.total.agatston == pytest.approx(phantom.scores.total.agatston)  # still scored, for the record

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from CACScoringLib.errors import InputError
 from CACScoringLib.labels import ARTERIES, ARTERY_LABELS, LABEL_ID
-from CACScoringLib.scoring import IncrementalScorer, ScoreResult, ScoringParams, preset
+from CACScoringLib.scoring import IncrementalScorer, ScoreResult, ScoringParams, check_contrast, preset
 from CACScoringLib.scoring.params import STANDARD_THRESHOLD_HU
 
 from . import geometry, report
@@ -192,7 +192,8 @@ class CACScoringSceneLogic:
         self.volume_node, self.segmentation_node = volume_node, segmentation_node
         self.ct = geometry.ct_from_volume_node(volume_node)
         labels = self.labels_from_segmentation(segmentation_node, volume_node)
-        self.scorer = IncrementalScorer(self.ct, labels, params)
+        params = params or ScoringParams()
+        self.scorer = IncrementalScorer(self.ct, labels, params, check_contrast(self.ct, params))
         segmentation = segmentation_node.GetSegmentation()
         for event in _SEGMENTATION_EVENTS:
             tag = segmentation.AddObserver(getattr(slicer.vtkSegmentation, event), self._on_segmentation_event)

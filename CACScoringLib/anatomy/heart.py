@@ -35,9 +35,9 @@ DOWN_MIN_AREA = 0.15
 DOWN_MAX_GROWTH = 1.2  # a larger piece below the widest slice is the liver joining
 MIN_SPINE_MM2 = 400.0  # a vertebral body is over 1000 mm² in cross-section
 MIN_OVERLAP = 0.5  # of the smaller of two consecutive cross-sections
-MARGIN_MM = 10.0  # in-plane: epicardial fat and the coronary arteries on the heart's surface
+MARGIN_MM = 12.0  # in-plane: epicardial fat and the coronary arteries on the heart's surface
 TOP_MARGIN_MM = 15.0  # the aortic root with the coronary ostia
-BOTTOM_MARGIN_MM = 15.0  # the inferior wall where the liver joins it
+BOTTOM_MARGIN_MM = 25.0  # the inferior wall where the liver joins it
 BLOOD_POOL_CORE_MM = 6.0  # erosion that leaves blood and myocardium, not the epicardial fat
 CONTRAST_THRESHOLD_HU = 150.0  # non-contrast blood is 30-60 HU; enhanced blood pools are 200-500 HU
 
@@ -192,15 +192,15 @@ def _mediastinum(small: np.ndarray, dense: np.ndarray, lungs_z: np.ndarray, min_
     hull = convex_hull_mask(lungs_z)
     bone = _filled(dense)
     tissue = hull & ~lungs_z & (small > TISSUE_HU[0]) & (small < TISSUE_HU[1]) & ~ndimage.binary_dilation(bone)
-    front = _spine_front(bone, hull, min_spine_pixels)
-    if front is not None:
-        tissue[front:] = False
+    spine = _spine(bone, hull, min_spine_pixels)
+    if spine is not None:  # the heart lies in front of the vertebral body
+        tissue[np.flatnonzero(spine.any(axis=1)).min() :] = False
     return tissue
 
 
-def _spine_front(bone: np.ndarray, hull: np.ndarray, min_pixels: int) -> int | None:
-    """First row of the vertebral body: the largest bone behind the hull's centre and in its middle third
-    (the hull may stop short of the spine, so bone outside it counts); calcium is too small to be taken."""
+def _spine(bone: np.ndarray, hull: np.ndarray, min_pixels: int) -> np.ndarray | None:
+    """The vertebral body (with its posterior elements): the largest bone behind the hull's centre and in its
+    middle third (the hull may stop short of the spine, so bone outside it counts); calcium is too small."""
     pieces, count = ndimage.label(bone)
     if not count:
         return None
@@ -213,8 +213,7 @@ def _spine_front(bone: np.ndarray, hull: np.ndarray, min_pixels: int) -> int | N
     )
     if not spine_like.any():
         return None
-    spine = np.flatnonzero(spine_like)[sizes[spine_like].argmax()] + 1
-    return int(np.flatnonzero((pieces == spine).any(axis=1)).min())
+    return pieces == np.flatnonzero(spine_like)[sizes[spine_like].argmax()] + 1
 
 
 def _cross_sections(tissue: np.ndarray, radius: int) -> np.ndarray:
@@ -296,8 +295,9 @@ def find_heart(ct: CTVolume) -> tuple[HeartRegion | None, str | None]:
     region[max(0, bottom - int(np.ceil(BOTTOM_MARGIN_MM / grid_mm[0]))) : bottom] = region[bottom]
     region[top + 1 : top + 1 + int(np.ceil(TOP_MARGIN_MM / grid_mm[0]))] = region[top]
     region &= ~ndimage.binary_erosion(lungs, iterations=2)  # calcified granulomas in the lung are not coronary
-    for z in np.flatnonzero(region.any(axis=(1, 2)) & lungs.any(axis=(1, 2))):  # nor is the vertebral body
-        front = _spine_front(_filled(bone[z]), convex_hull_mask(lungs[z]), spine_pixels)
-        if front is not None:
-            region[z, front:] = False
+    for z in np.flatnonzero(region.any(axis=(1, 2)) & lungs.any(axis=(1, 2))):
+        spine = _spine(_filled(bone[z]), convex_hull_mask(lungs[z]), spine_pixels)
+        if spine is not None:  # the margin may reach beside the vertebral body (the posterior AV groove), not into it
+            region[z] &= ~ndimage.binary_dilation(spine)
+            region[z, round(ndimage.center_of_mass(spine)[0]) :] = False
     return HeartRegion(region, steps, ct.shape, blood_pool), None

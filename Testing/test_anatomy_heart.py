@@ -37,7 +37,7 @@ def test_region_holds_the_coronary_plaques_and_not_the_body(seed):
     assert reason is None
     assert coronary_lesions_outside(phantom, heart) == 0
     region = heart.on_ct_grid()
-    assert region.mean() < 0.3  # a region, not the field of view
+    assert region.sum() * phantom.ct.voxel_volume_mm3 < 1.8e6  # a heart with its margins (< 1.8 L), not the chest
     assert (region & (phantom.ct.array < -600)).sum() < 0.1 * region.sum()  # a rim of lung at most
     # Phantom blood 40 HU, myocardium 50 HU: the measured pool lies between them give or take the noise.
     assert 30.0 < heart.blood_pool_hu < 60.0

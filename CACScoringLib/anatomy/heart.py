@@ -7,8 +7,8 @@ the convex hull of the lungs minus the lungs, tissue from fat to contrast blood,
 of the vertebral body. An in-plane opening detaches the great vessels, hila and oesophagus, and the largest
 piece left is the heart's cross-section. It is followed from the slice where it is largest (among slices
 where the lungs are large, in their lower two thirds, which excludes the neck, and not much larger than the slice above) upwards while it stays large, which ends at the aortic
-root and pulmonary trunk, and downwards until it shrinks away or jumps (the liver joining it below the
-inferior wall). The region is those cross-sections, filled, widened in-plane and in z by margins that hold
+root and pulmonary trunk, and downwards within a little more than the cross-section above, until it shrinks
+away or most of the piece lies outside that (the liver joining it below the inferior wall). The region is those cross-sections, filled, widened in-plane and in z by margins that hold
 the coronary arteries on the heart's surface, and cut at the vertebral body.
 """
 
@@ -32,7 +32,7 @@ LARGE_LUNG_SHARE = 0.5  # the heart's widest slice lies where the lungs are at l
 HEART_LUNG_LEVEL = 2 / 3  # and in the lower two thirds of the lungs' height, below the apices
 UP_MIN_AREA = 0.45  # of the widest cross-section; above, the great vessels part
 DOWN_MIN_AREA = 0.15
-DOWN_MAX_GROWTH = 1.2  # a larger piece below the widest slice is the liver joining
+DOWN_MAX_GROWTH = 1.2  # a slice this much wider than the one above has the liver joined
 MIN_SPINE_MM2 = 400.0  # a vertebral body is over 1000 mm² in cross-section
 MIN_OVERLAP = 0.5  # of the smaller of two consecutive cross-sections
 MARGIN_MM = 12.0  # in-plane: epicardial fat and the coronary arteries on the heart's surface
@@ -228,16 +228,28 @@ def _cross_sections(tissue: np.ndarray, radius: int) -> np.ndarray:
     return pieces
 
 
+def _between_lungs(piece: np.ndarray, lungs_z: np.ndarray) -> bool:
+    """Lung on both sides of the piece at its rows: the heart's widest slice is, the liver dome is not."""
+    if not piece.any():
+        return False
+    rows, cols = np.nonzero(piece)
+    lung_cols = np.flatnonzero(lungs_z[rows.min() : rows.max() + 1].any(axis=0))
+    return bool((lung_cols < cols.min()).any() and (lung_cols > cols.max()).any())
+
+
 def _follow(pieces: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, int | None]:
-    """The heart's cross-sections, followed up and down from its widest slice; also that slice."""
+    """The heart's cross-sections, followed up and down from its widest slice; also that slice. Below it a
+    cross-section reaches at most one voxel beyond the one above (the heart narrows to its apex): the liver,
+    joining from the side, is cut off, and where it is most of the piece the heart has ended."""
     areas = pieces.sum(axis=(1, 2)).astype(float)
     lung_areas = lungs.sum(axis=(1, 2))
     above = np.append(areas[1:], 0.0)
-    # A slice much wider than the one above it has the liver attached: not the heart's widest.
     if not areas.any():
         return np.zeros_like(pieces), None
+    # A slice much wider than the one above it has the liver attached: not the heart's widest.
     # Lungs measured where there is a mediastinum: slices of lung or air alone (beyond a phantom) do not count.
     plausible = (lung_areas >= LARGE_LUNG_SHARE * lung_areas[areas > 0].max()) & (areas <= DOWN_MAX_GROWTH * above)
+    plausible &= [_between_lungs(piece, lung) for piece, lung in zip(pieces, lungs, strict=True)]
     levels = np.flatnonzero(areas)
     plausible[levels[0] + int(np.ceil(HEART_LUNG_LEVEL * (levels[-1] - levels[0] + 1))) :] = False
     candidates = np.where(plausible, areas, 0.0)
@@ -255,10 +267,13 @@ def _follow(pieces: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, int | No
         if areas[z] < UP_MIN_AREA * areas[widest] or not joins(z, z - 1):
             break
         heart[z] = pieces[z]
+    grow = ndimage.generate_binary_structure(2, 2)
     for z in range(widest - 1, -1, -1):
-        if areas[z] < DOWN_MIN_AREA * areas[widest] or areas[z] > DOWN_MAX_GROWTH * areas[z + 1] or not joins(z, z + 1):
+        continued = pieces[z] & ndimage.binary_dilation(ndimage.binary_fill_holes(heart[z + 1]), structure=grow)
+        area = continued.sum()
+        if area < DOWN_MIN_AREA * areas[widest] or area < MIN_OVERLAP * areas[z]:
             break
-        heart[z] = pieces[z]
+        heart[z] = continued
     return heart, widest
 
 

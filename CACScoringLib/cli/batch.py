@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..batch import find_cases, labels_for
 from ..errors import InputError
 from ..labels import ARTERIES
+from . import COMMANDS
 from .score import add_model_arguments, add_scoring_arguments, score_ct
 
 SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "total_volume_mm3", "total_mass_mg",
@@ -21,7 +22,7 @@ SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "to
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "batch",
-        help="score every CT in a folder (summary CSV)",
+        help=COMMANDS["batch"],
         description="Score each case in INPUT: image files (.nii, .nii.gz, .nrrd, ...) and subfolders (one "
         "DICOM series each). Writes OUTPUT/<case>.json and OUTPUT/summary.csv. Exit 0 when every case was "
         "scored, 1 when some failed (the summary says why), 2 on bad input.",

@@ -28,8 +28,9 @@ from ..evaluation.report import (
     summarize,
     write_report,
 )
-from ..inference.pipeline import ROI_MODES
+from ..inference.roi import ROI_MODES
 from ..scoring import PRESETS, preset
+from . import COMMANDS
 
 NNUNET_CHANNEL = "_0000"  # nnU-Net names images <case>_0000.nii.gz and labels <case>.nii.gz
 
@@ -45,7 +46,7 @@ class ReferenceCase:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="compare predicted with reference label maps (voxels, lesions, scores, risk)",
+        help=COMMANDS["evaluate"],
         description="Voxel Dice/IoU/precision/recall/F1, orCaScore-style lesion detection, Agatston and "
         "volume agreement (Pearson, Spearman, regression, ICC, Bland-Altman) and risk-category agreement "
         "(confusion matrix, linearly weighted kappa) of predicted vs reference label maps. Predictions come "

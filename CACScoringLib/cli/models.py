@@ -8,12 +8,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ..models.registry import Registry, list_models
+from . import COMMANDS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the registered segmentation models",
+        help=COMMANDS["models"],
         description="List the models of the registry (Resources/models.json): id, title, 2D/3D, whether it is "
         "installed or downloadable, and which one is the default.",
     )

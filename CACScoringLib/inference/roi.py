@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from ..volume import CTVolume
 
+ROI_MODES = ("auto", "heuristic", "whole")  # heart ROI model if the package has one, else the heuristic
 HEURISTIC_SPACING_MM = 2.0
 ROI_MARGIN_MM = 15.0  # the heart's anterior wall can sit slightly outside the lung hull
 MIN_ROI_EXTENT_MM = 60.0  # smaller than any adult heart: the heuristic failed

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..evaluation.agreement import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+from ..evaluation.plots import format_statistic as _fmt  # the same text as the plots
 from ..evaluation.report import (
     LESION_KEYS,
     TOTAL,
@@ -221,10 +222,6 @@ def run(args) -> int:
     return 0
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None or value != value else f"{value:.{digits}f}"
-
-
 def print_summary(summary: dict, console: Console) -> None:
     if "voxels" in summary:
         table = Table(title="Voxels (pooled) and lesions")
@@ -242,7 +239,7 @@ def print_summary(summary: dict, console: Console) -> None:
     for key, stats in summary["agreement"]["agatston"].items():
         table.add_row(key, str(stats["n"]), _fmt(stats["pearson"]["r"]), _fmt(stats["spearman"]["rho"]),
                       _fmt(stats["icc_a1"]["icc"]), _fmt(stats["regression"]["slope"]),
-                      _fmt(stats["regression"]["intercept"], 1), _fmt(stats["bland_altman"]["mean_difference"], 1))
+                      _fmt(stats["regression"]["intercept"], ".1f"), _fmt(stats["bland_altman"]["mean_difference"], ".1f"))
     console.print(table)
     if "risk_categories" in summary:
         risk = summary["risk_categories"]

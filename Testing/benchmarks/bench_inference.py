@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import torch  # noqa: E402
 
+from CACScoringLib.errors import InputError  # noqa: E402
 from CACScoringLib.inference import load_models, segment  # noqa: E402
 from CACScoringLib.io import read_ct, write_image  # noqa: E402
 from CACScoringLib.models import ModelPackage, resolve_device  # noqa: E402
@@ -106,7 +107,10 @@ def main() -> None:
                         help="also 512 x 512 x 300 in a child process, with its peak memory")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except InputError as error:
+        parser.error(str(error))
     start = time.perf_counter()
     package = default_package(device)
     load_seconds = time.perf_counter() - start

@@ -42,6 +42,13 @@ def check_spacing(spacing, what: str = "CT", fix: str = "fix the image header") 
     return values
 
 
+def _as_written(spacing: float) -> float:
+    """A spacing stored in single precision (NIfTI's pixdim) as the decimal it was written from: float32
+    0.699999988 -> 0.7, so areas and volumes carry no float32 noise. Other doubles pass unchanged."""
+    single = np.float32(spacing)
+    return float(str(single)) if float(single) == spacing else float(spacing)
+
+
 @dataclass
 class CTVolume:
     array: np.ndarray  # (z, y, x), HU, float32
@@ -87,7 +94,7 @@ class CTVolume:
     def from_sitk(cls, image: sitk.Image, info: ScanInfo | None = None, dtype=np.float32) -> CTVolume:
         return cls(
             array=sitk.GetArrayFromImage(image).astype(dtype, copy=False),
-            spacing=tuple(float(s) for s in image.GetSpacing()),
+            spacing=tuple(_as_written(s) for s in image.GetSpacing()),
             origin=tuple(float(o) for o in image.GetOrigin()),
             direction=tuple(float(d) for d in image.GetDirection()),
             info=info or ScanInfo(),

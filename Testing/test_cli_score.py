@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,26 @@ def test_output_under_a_file_or_in_a_read_only_folder_is_one_line_and_exit_2(cas
     err = capsys.readouterr().err.strip()
     assert err == f"cacscoring: error: cannot write {tmp_path / 'ro' / 'out'} (Permission denied); give a path in a " \
                   "writable folder"
+
+
+def test_json_scores_carry_no_float_noise_from_nifti_spacing(tmp_path):
+    """0.7 mm pixels are stored as float32 in NIfTI (0.699999988...) and 0.7 * 0.7 is 0.48999999999999994 in
+    float64: by hand, 16 pixels of 300 HU (weight 3) on one 3 mm slice are 16 * 0.49 = 7.84 mm², Agatston
+    7.84 * 3 = 23.52 and volume 7.84 * 3 mm = 23.52 mm³, and the JSON says exactly that."""
+    hu = np.full((3, 20, 20), -50.0, np.float32)
+    labels = np.zeros(hu.shape, np.uint8)
+    hu[1, 5:9, 5:9] = 300.0
+    labels[1, 5:9, 5:9] = 2
+    ct = CTVolume(hu, spacing=(0.7, 0.7, 3.0))
+    image, label_file, out_json = tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz", tmp_path / "s.json"
+    write_image(ct, image)
+    write_labels(labels, ct, label_file)
+    assert main(["score", str(image), "--labels", str(label_file), "--json", str(out_json), "--quiet"]) == 0
+    text = out_json.read_text(encoding="utf-8")
+    report = json.loads(text)
+    assert report["arteries"]["LAD"]["agatston"] == report["total"]["agatston"] == 23.52
+    assert report["total"]["volume_mm3"] == 23.52
+    assert report["lesions"][0]["area_mm2"] == 7.84
+    assert report["lesions"][0]["centroid_zyx"] == [1.0, 6.5, 6.5]
+    noisy = [number for number in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text) if len(number.split(".")[1]) > 6]
+    assert noisy == []

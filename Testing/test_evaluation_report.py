@@ -10,6 +10,7 @@ Grid: 0.5 x 0.5 mm pixels (0.25 mm²), 3 mm slices (no slice normalisation), les
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -194,3 +195,30 @@ def test_bad_inputs_exit_2_naming_the_problem(dataset, capsys):
     (dataset / "images" / "d.nii.gz").unlink()
     assert "no image in" in error("--pred", dataset / "pred", *folders)
     assert not (dataset / "x").exists()
+
+
+def test_undefined_statistics_read_the_same_in_plots_and_terminal(tmp_path, monkeypatch):
+    """Constant reference scores have no Pearson r (zero variance): the plot title and the terminal table
+    both say "—", never "nan"."""
+    import io
+
+    from rich.console import Console
+
+    from CACScoringLib.cli.evaluate import print_summary
+    from CACScoringLib.evaluation import plots
+    from CACScoringLib.evaluation.agreement import score_agreement
+
+    reference, predicted = np.zeros(4), np.array([0.0, 2.0, 5.0, 9.0])
+    agreement = score_agreement(reference, predicted, resamples=20)
+    assert math.isnan(agreement["pearson"]["r"])
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figure)
+    figure = plots.scatter_plot({"LAD": (reference, predicted, agreement)}, tmp_path / "s.png", "Agatston")
+    title = figure.axes[0].get_title()
+    assert "r=—" in title and "nan" not in title
+
+    console = Console(width=120, file=io.StringIO(), color_system=None)
+    print_summary({"agreement": {"agatston": {"LAD": agreement}}, "notes": []}, console)
+    row = next(line for line in console.file.getvalue().splitlines() if "LAD" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[:3] == ["LAD", "4", "—"]  # artery, n, Pearson r
+    assert "nan" not in console.file.getvalue()

@@ -569,3 +569,23 @@ def test_a_package_moves_to_the_inference_device_with_its_components(cascade_fol
     assert moved.device == torch.device("meta") and moved.components["heart_roi"].device == torch.device("meta")
     for network in (moved.network, moved.components["heart_roi"].network):
         assert {parameter.device.type for parameter in network.parameters()} == {"meta"}
+
+
+def test_models_table_never_cuts_an_id_at_80_columns():
+    from rich.console import Console
+
+    from CACScoringLib.cli.models import models_table
+
+    rows = list_models(Registry.load())
+    rows.append({"id": "cac-dynunet3d-coca-finetuned-long", "title": "a long title " * 6, "dims": 3,
+                 "version": "10.20.30-rc1", "installed": False,
+                 "source": "https://example.org/models/cac-dynunet3d-coca-finetuned-long-10.20.30-rc1.zip",
+                 "default": False})
+    console = Console(width=80, file=io.StringIO(), color_system=None)
+    console.print(models_table(rows))
+    text = console.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    cells = [line.split("│") for line in text.splitlines() if line.startswith("│")]
+    for row in rows:  # each id and version sits whole in one line of its cell
+        assert any(cell[2].strip() == row["id"] and cell[5].strip() == row["version"] for cell in cells), row["id"]
+    assert "…" not in text

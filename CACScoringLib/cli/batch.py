@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..batch import OutputLock, atomic_write_text, find_cases, fingerprint, labels_for, prepare_output_folder
 from ..errors import InputError
 from ..labels import ARTERIES
+from . import COMMANDS
 from .score import add_model_arguments, add_scoring_arguments, score_ct
 
 SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "total_volume_mm3", "total_mass_mg",
@@ -33,7 +34,7 @@ PENDING = {"status": "pending", "message": f"not scored: the run was cut short o
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "batch",
-        help="score every CT in a folder (summary CSV)",
+        help=COMMANDS["batch"],
         description="Score each case in INPUT: image files (.nii, .nii.gz, .nrrd, ...) and subfolders (one "
         "DICOM series each). Writes OUTPUT/<case>.json and OUTPUT/summary.csv. A rerun keeps the results of "
         "unchanged cases and scores the rest. Exit 0 when every case was scored, 1 when some failed (the "

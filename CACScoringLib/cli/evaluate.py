@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..evaluation.agreement import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+from ..evaluation.plots import format_statistic as _fmt  # the same text as the plots
 from ..evaluation.report import (
     LESION_KEYS,
     TOTAL,
@@ -28,8 +29,9 @@ from ..evaluation.report import (
     summarize,
     write_report,
 )
-from ..inference.pipeline import ROI_MODES
+from ..inference.roi import ROI_MODES
 from ..scoring import PRESETS, preset
+from . import COMMANDS
 
 NNUNET_CHANNEL = "_0000"  # nnU-Net names images <case>_0000.nii.gz and labels <case>.nii.gz
 
@@ -45,7 +47,7 @@ class ReferenceCase:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="compare predicted with reference label maps (voxels, lesions, scores, risk)",
+        help=COMMANDS["evaluate"],
         description="Voxel Dice/IoU/precision/recall/F1, orCaScore-style lesion detection, Agatston and "
         "volume agreement (Pearson, Spearman, regression, ICC, Bland-Altman) and risk-category agreement "
         "(confusion matrix, linearly weighted kappa) of predicted vs reference label maps. Predictions come "
@@ -220,10 +222,6 @@ def run(args) -> int:
     return 0
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None or value != value else f"{value:.{digits}f}"
-
-
 def print_summary(summary: dict, console: Console) -> None:
     if "voxels" in summary:
         table = Table(title="Voxels (pooled) and lesions")
@@ -241,7 +239,7 @@ def print_summary(summary: dict, console: Console) -> None:
     for key, stats in summary["agreement"]["agatston"].items():
         table.add_row(key, str(stats["n"]), _fmt(stats["pearson"]["r"]), _fmt(stats["spearman"]["rho"]),
                       _fmt(stats["icc_a1"]["icc"]), _fmt(stats["regression"]["slope"]),
-                      _fmt(stats["regression"]["intercept"], 1), _fmt(stats["bland_altman"]["mean_difference"], 1))
+                      _fmt(stats["regression"]["intercept"], ".1f"), _fmt(stats["bland_altman"]["mean_difference"], ".1f"))
     console.print(table)
     if "risk_categories" in summary:
         risk = summary["risk_categories"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models.package import load_package
+from . import COMMANDS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export-onnx",
-        help="export a segmentation model to ONNX",
+        help=COMMANDS["export-onnx"],
         description="Export the network of a model (registry id or package folder) to ONNX with dynamic batch "
         "and spatial axes; inputs are HU-windowed images scaled to [0, 1] as in the package config.",
     )
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..inference.onnx import export_onnx
+    from ..models.package import load_package
 
     package = load_package(args.model, "cpu")
     output = args.output or Path(f"{package.id}.onnx")

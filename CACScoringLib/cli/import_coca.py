@@ -6,12 +6,13 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..scoring import PRESETS, preset
+from . import COMMANDS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "import-coca",
-        help="import the Stanford COCA dataset into a training folder",
+        help=COMMANDS["import-coca"],
         description="Gated part: DICOM series + calcium XML per patient become image/label NIfTI pairs with "
         "per-artery reference scores. Non-gated part: DICOM series + scores.xlsx become image-only cases "
         "with the spreadsheet's per-vessel Agatston scores. Writes images/, labels/, manifest.json and "

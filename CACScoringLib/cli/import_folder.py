@@ -6,13 +6,14 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..scoring import PRESETS, preset
+from . import COMMANDS
 from .import_coca import print_summary
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "import-folder",
-        help="import a folder of image/label pairs into a training folder",
+        help=COMMANDS["import-folder"],
         description="FOLDER holds imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz (nnU-Net raw, with an "
         "optional dataset.json whose label names are mapped onto LM/LAD/LCX/RCA) or images/ + labels/ with "
         "the same file names. Each pair's grid and label values are checked; writes images/, labels/, "

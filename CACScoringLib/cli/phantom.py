@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from . import COMMANDS
 
 
 def add_clearance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def clearance_options(args: argparse.Namespace) -> dict:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "phantom",
-        help="write synthetic phantoms (thorax with labelled coronary calcium, or QRM-like calibration)",
+        help=COMMANDS["phantom"],
         description=(
             "Write a synthetic CT phantom, its label map and truth.json (ground truth and implied scores). "
             "With --count 1 the files go straight into OUTDIR (thorax_ct.nii.gz, thorax_labels.nii.gz, ...); "

@@ -20,12 +20,13 @@ from ..scoring import (
     preset,
     score_volume,
 )
+from . import COMMANDS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "score",
-        help="score a CT (with a label map, or segmented by a model)",
+        help=COMMANDS["score"],
         description="Per-artery Agatston, volume and mass scores of a cardiac CT. IMAGE is a DICOM series "
         "folder, a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file.",
     )

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import COMMANDS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a model (segmentation, cascade stage, slice classifier, vessel regression) from a YAML config",
+        help=COMMANDS["train"],
         description="Train a model as CONFIG.yaml says (presets in configs/), laid over the defaults; "
         "key.sub=value arguments override single settings, e.g. train.epochs=5 loss.alpha=0.9. "
         "Writes checkpoints, TensorBoard logs and a model package under output_dir.",

@@ -1,7 +1,7 @@
 """Voxel overlap metrics per artery and for the coronary foreground.
 
 Counts come from one pass over the two label maps (a joint histogram of reference and predicted label);
-the ratios are MONAI's confusion-matrix metrics.
+the ratios follow MONAI's confusion-matrix metrics (computed here in plain Python: no torch on this path).
 
 Conventions for empty sets (TP, FP, FN voxel counts):
     Dice = F1 = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN), precision = TP / (TP + FP),
@@ -15,11 +15,10 @@ NaN values stay out of means over cases; pooled metrics (counts summed over case
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from monai.metrics import compute_confusion_matrix_metric
 
 from ..errors import InputError
 from ..labels import ARTERIES, LABEL_ID, MAX_LABEL
@@ -27,7 +26,10 @@ from ..labels import ARTERIES, LABEL_ID, MAX_LABEL
 FOREGROUND = "coronary"  # all arteries together: label > 0 in both maps, whatever the artery
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "f1")
 _SLAB_SLICES = 16
-_MONAI_NAMES = {"iou": "threat score", "precision": "precision", "recall": "recall", "f1": "f1 score"}
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else math.nan
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,16 @@ class OverlapCounts:
 
     def metrics(self) -> dict[str, float]:
         """Dice, IoU, precision, recall and F1 with the conventions of this module's docstring."""
-        # MONAI takes (tp, fp, tn, fn); tn is unused by these metrics.
-        matrix = torch.tensor([self.tp, self.fp, 0, self.fn], dtype=torch.float64)
-        values = {name: float(compute_confusion_matrix_metric(monai, matrix)) for name, monai in _MONAI_NAMES.items()}
-        if self.tp + self.fp + self.fn == 0:
-            values.update(iou=1.0, f1=1.0)
-        values["dice"] = values["f1"]
-        return {name: values[name] for name in METRIC_NAMES}
+        tp, fp, fn = self.tp, self.fp, self.fn
+        both_empty = tp + fp + fn == 0
+        f1 = 1.0 if both_empty else 2 * tp / (2 * tp + fp + fn)
+        return {
+            "dice": f1,
+            "iou": 1.0 if both_empty else tp / (tp + fp + fn),
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "f1": f1,
+        }
 
     def to_dict(self) -> dict:
         return {"tp": self.tp, "fp": self.fp, "fn": self.fn}

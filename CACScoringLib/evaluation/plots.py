@@ -16,6 +16,12 @@ from matplotlib.figure import Figure
 
 PANEL_INCHES = 3.6
 DPI = 110
+UNDEFINED = "—"  # a statistic that does not exist (e.g. Pearson r of constant scores), in plots and terminal
+
+
+def format_statistic(value: float | None, spec: str = ".3f") -> str:
+    """A statistic as plots and the terminal both show it: UNDEFINED for None or NaN."""
+    return UNDEFINED if value is None or value != value else format(value, spec)
 
 
 def _figure(n_panels: int, columns: int = 3) -> tuple[Figure, list]:
@@ -78,7 +84,7 @@ def scatter_plot(
         axis.set_xlabel(f"reference {score_label}")
         axis.set_ylabel(f"predicted {score_label}")
         r, icc = agreement["pearson"]["r"], agreement["icc_a1"]["icc"]
-        axis.set_title(f"{key}  n={agreement['n']}  r={r:.3f}  ICC={icc:.3f}", fontsize=9)
+        axis.set_title(f"{key}  n={agreement['n']}  r={format_statistic(r)}  ICC={format_statistic(icc)}", fontsize=9)
         axis.legend(loc="upper left", fontsize=7, frameon=False)
         axis.grid(alpha=0.3)
     return _save(figure, path)
@@ -95,7 +101,7 @@ def bland_altman_plot(
         limits = agreement["bland_altman"]
         axis.scatter((reference + predicted) / 2, predicted - reference, s=18, alpha=0.75, edgecolors="none")
         axis.axhline(limits["mean_difference"], color="tab:red", linewidth=1.5,
-                     label=f"bias {limits['mean_difference']:.3g}")
+                     label=f"bias {format_statistic(limits['mean_difference'], '.3g')}")
         for name in ("lower_limit", "upper_limit"):
             if np.isfinite(limits[name]):
                 axis.axhline(limits[name], color="tab:red", linestyle="--", linewidth=1)
@@ -131,8 +137,8 @@ def confusion_matrix_plot(agreement: dict, path: str | Path, title: str = "risk 
     axis.set_ylabel("reference")
     ci = agreement["bootstrap_ci"]
     axis.set_title(
-        f"{title}  n={agreement['n']}\nlinear kappa {agreement['kappa_linear']:.3f} "
-        f"({100 * ci['level']:.0f}% CI {ci['low']:.3f}-{ci['high']:.3f})",
+        f"{title}  n={agreement['n']}\nlinear kappa {format_statistic(agreement['kappa_linear'])} "
+        f"({100 * ci['level']:.0f}% CI {format_statistic(ci['low'])}-{format_statistic(ci['high'])})",
         fontsize=9,
     )
     figure.colorbar(image, ax=axis, shrink=0.8)

@@ -42,10 +42,9 @@ from .lesions import (
     quantize_probabilities,
     vote_table,
 )
-from .roi import RegionOfInterest, bounds_from_mask, heart_roi_heuristic, whole_image
+from .roi import ROI_MODES, RegionOfInterest, bounds_from_mask, heart_roi_heuristic, whole_image
 
 BACKENDS = ("torch", "onnx")
-ROI_MODES = ("auto", "heuristic", "whole")
 SLIDING_WINDOW_OVERLAP = 0.25
 CPU_MEMORY_BUDGET = 1 << 29  # activations budget: keeps 512x512x300 under the 2 GB peak target
 BYTES_PER_VOXEL_PER_CHANNEL = 4 * 12  # float32 activations kept across a UNet level (measured order)
@@ -395,7 +394,7 @@ def _predict_crop(
             yield zs, ze, to_native(predictor(x))
         return
 
-    from monai.inferers import sliding_window_inference
+    from monai.inferers.utils import sliding_window_inference
 
     patch = tuple(pre["patch_size"])
     x = resize_in_plane(window(hu)[None, None])

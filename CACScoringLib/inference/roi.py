@@ -12,6 +12,7 @@ import numpy as np
 from ..anatomy import HeartRegion, find_heart
 from ..volume import CTVolume
 
+ROI_MODES = ("auto", "heuristic", "whole")  # heart ROI model if the package has one, else the heuristic
 ROI_MARGIN_MM = 5.0  # the region already holds the heart's surface; a little context for the network
 MIN_ROI_EXTENT_MM = 60.0  # smaller than any adult heart: the heuristic failed
 

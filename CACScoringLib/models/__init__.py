@@ -1,20 +1,23 @@
-"""Model configs, networks, model packages and the model registry (Resources/models.json)."""
+"""Model configs, networks, model packages and the model registry (Resources/models.json).
 
-from .networks import build_network, contract_labels, dynunet_kernels_strides, make_config, validate_config
-from .package import ModelPackage, load_package, resolve_device, save_package, verify_checksums
-from .registry import Registry, list_models
+Names load on first use: the registry alone (`cacscoring models`) must not import torch.
+"""
 
-__all__ = [
-    "ModelPackage",
-    "Registry",
-    "build_network",
-    "contract_labels",
-    "dynunet_kernels_strides",
-    "list_models",
-    "load_package",
-    "make_config",
-    "resolve_device",
-    "save_package",
-    "validate_config",
-    "verify_checksums",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "ModelPackage": ".package",
+    "Registry": ".registry",
+    "build_network": ".networks",
+    "contract_labels": ".networks",
+    "dynunet_kernels_strides": ".networks",
+    "list_models": ".registry",
+    "load_package": ".package",
+    "make_config": ".networks",
+    "resolve_device": ".package",
+    "save_package": ".package",
+    "validate_config": ".networks",
+    "verify_checksums": ".package",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

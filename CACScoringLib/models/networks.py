@@ -245,7 +245,11 @@ def _dynunet_args(config: dict) -> dict:
 def build_network(config: dict) -> nn.Module:
     """The (untrained) network a model config describes; out_channels = number of labels."""
     validate_config(config)
-    from monai.networks import nets
+    # the modules used; the first monai import still runs monai/__init__, which loads all of monai
+    from monai.networks.nets.classifier import Classifier
+    from monai.networks.nets.dynunet import DynUNet
+    from monai.networks.nets.flexible_unet import FlexibleUNet
+    from monai.networks.nets.unet import UNet
 
     config = copy.deepcopy(config)
     name = config["network"]["name"]
@@ -255,24 +259,24 @@ def build_network(config: dict) -> nn.Module:
     out_channels = len(config["labels"])
     try:
         if name == "UNet":
-            return nets.UNet(
+            return UNet(
                 spatial_dims=dims, in_channels=in_channels, out_channels=out_channels, **{**_UNET_DEFAULTS, **kwargs}
             )
         if name == "DynUNet":
-            return nets.DynUNet(
+            return DynUNet(
                 spatial_dims=dims, in_channels=in_channels, out_channels=out_channels, **_dynunet_args(config)
             )
         if name == "FlexibleUNet":
             if kwargs.pop("pretrained", False):
                 raise InputError("FlexibleUNet pretrained=True would download weights; train from scratch instead")
             kwargs.setdefault("backbone", "efficientnet-b0")
-            return nets.FlexibleUNet(
+            return FlexibleUNet(
                 in_channels=in_channels, out_channels=out_channels, spatial_dims=dims, pretrained=False, **kwargs
             )
         kwargs.setdefault("channels", (16, 32, 64))
         kwargs.setdefault("strides", (2, 2, 2))
         in_shape = (in_channels, *config["preprocessing"]["patch_size"])
-        return nets.Classifier(in_shape=in_shape, classes=out_channels, **kwargs)
+        return Classifier(in_shape=in_shape, classes=out_channels, **kwargs)
     except (TypeError, ValueError, AssertionError, RuntimeError) as error:
         if isinstance(error, InputError):
             raise

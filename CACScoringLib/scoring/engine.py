@@ -43,6 +43,12 @@ _OFFSETS_26 = tuple(
 )
 
 
+def _clean(value: float | None) -> float | None:
+    """A score for JSON: 6 decimals drop float64 rounding noise (0.7 * 0.7 = 0.48999999999999994), far below
+    any score's precision."""
+    return None if value is None else round(value, 6)
+
+
 @dataclass
 class ArteryScore:
     agatston: float = 0.0
@@ -52,9 +58,9 @@ class ArteryScore:
 
     def to_dict(self) -> dict:
         return {
-            "agatston": self.agatston,
-            "volume_mm3": self.volume_mm3,
-            "mass_mg": self.mass_mg,
+            "agatston": _clean(self.agatston),
+            "volume_mm3": _clean(self.volume_mm3),
+            "mass_mg": _clean(self.mass_mg),
             "lesions": self.lesions,
         }
 
@@ -84,14 +90,14 @@ class Lesion:
             "first_slice": self.first_slice,
             "last_slice": self.last_slice,
             "n_slices": self.n_slices,
-            "area_mm2": self.area_mm2,
-            "peak_hu": self.peak_hu,
-            "mean_hu": self.mean_hu,
-            "agatston": self.agatston,
-            "volume_mm3": self.volume_mm3,
-            "mass_mg": self.mass_mg,
+            "area_mm2": _clean(self.area_mm2),
+            "peak_hu": _clean(self.peak_hu),
+            "mean_hu": _clean(self.mean_hu),
+            "agatston": _clean(self.agatston),
+            "volume_mm3": _clean(self.volume_mm3),
+            "mass_mg": _clean(self.mass_mg),
             "n_voxels": self.n_voxels,
-            "centroid_zyx": list(self.centroid_zyx),
+            "centroid_zyx": [_clean(c) for c in self.centroid_zyx],
         }
 
 

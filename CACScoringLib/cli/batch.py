@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..batch import find_cases, labels_for
 from ..errors import InputError
 from ..labels import ARTERIES
-from .score import add_model_arguments, add_scoring_arguments, score_ct
+from .score import add_model_arguments, add_scoring_arguments, input_section, score_ct
 
 SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "total_volume_mm3", "total_mass_mg",
                    "lesions", "risk_category", "cac_drs", "seconds")
@@ -53,8 +53,7 @@ def run(args) -> int:
             labels_path = labels_for(case, args.labels, single=len(cases) == 1)
             labels = None if labels_path is None else read_labels(labels_path, ct)
             result, report = score_ct(ct, labels, args)
-            report = {"input": {"image": str(path), "labels": None if labels_path is None else str(labels_path)},
-                      **report}
+            report = {"input": input_section(path, labels_path, ct), **report}
             (args.output / f"{case}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
             row.update(
                 status="ok",

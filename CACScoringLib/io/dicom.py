@@ -96,13 +96,6 @@ class SeriesChoice:
             ],
         }
 
-    def line(self) -> str:
-        """One line for the console: the series taken and why."""
-        text = f"series {self.chosen.describe()}: {self.reason}"
-        if self.passed_over:
-            text += "; passed over: " + "; ".join(f"{s.describe()}: {why}" for s, why in self.passed_over)
-        return text
-
 
 @dataclass
 class _Scan:
@@ -593,3 +586,15 @@ def series_uid_of(path: str | Path) -> str | None:
     """SeriesInstanceUID of one DICOM file, or None when the file is not DICOM."""
     ds = _read_header(Path(path))
     return None if ds is None else str(ds.get("SeriesInstanceUID", ""))
+
+
+def study_uid_under(folder: str | Path) -> str | None:
+    """StudyInstanceUID of the first DICOM file under `folder` (walked in sorted order); None when there is none."""
+    for path in _files_under(Path(folder)):
+        try:
+            ds = _read_header(path)
+        except InputError:  # unreadable or corrupt: the reader names it when the case is read
+            return None
+        if ds is not None:
+            return str(ds.get("StudyInstanceUID", "")) or None
+    return None

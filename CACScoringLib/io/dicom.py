@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,12 +151,11 @@ def _kind(ds: Dataset) -> str:
     return ds.SOPClassUID.name if "SOPClassUID" in ds else "unknown kind"
 
 
-def _files_under(folder: Path) -> list[Path]:
-    files = []
+def _files_under(folder: Path) -> Iterator[Path]:
+    """The files under `folder` in sorted order, found as they are walked."""
     for root, dirs, names in os.walk(folder):
         dirs.sort()
-        files.extend(Path(root) / name for name in sorted(names))
-    return files
+        yield from (Path(root) / name for name in sorted(names))
 
 
 def default_workers() -> int:
@@ -167,7 +167,7 @@ def default_workers() -> int:
 def _scan(folder: Path, workers: int) -> _Scan:
     if not folder.exists():
         raise InputError(f"{folder} does not exist; check the path")
-    files = _files_under(folder)
+    files = list(_files_under(folder))
     if not files:
         raise InputError(f"folder {folder} is empty; point to a folder of DICOM slices")
     with ThreadPoolExecutor(workers) as pool:

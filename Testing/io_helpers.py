@@ -49,6 +49,21 @@ def edit_slices(folder: Path, edit: Callable[[int, pydicom.Dataset], None]) -> N
         ds.save_as(path)
 
 
+def jpeg_lossless_copy(source: Path, target: Path) -> None:
+    """Copy the series in `source` into `target`, its pixels recompressed as JPEG Lossless by GDCM."""
+    target.mkdir(parents=True)
+    for path in dicom_files(source):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.SetOutputPixelType(sitk.sitkInt16)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")
+        writer.SetFileName(str(target / path.name))
+        writer.Execute(reader.Execute())
+
+
 def sitk_series_reader(folder: Path) -> sitk.Image:
     """The reference: SimpleITK's (GDCM's) own series reader."""
     reader = sitk.ImageSeriesReader()

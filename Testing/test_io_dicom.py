@@ -10,7 +10,15 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from io_helpers import dicom_files, edit_slices, random_ct, rotation, sitk_series_reader, write_study
+from io_helpers import (
+    dicom_files,
+    edit_slices,
+    jpeg_lossless_copy,
+    random_ct,
+    rotation,
+    sitk_series_reader,
+    write_study,
+)
 
 from CACScoringLib.errors import InputError
 from CACScoringLib.io import SeriesSummary, list_series, read_ct, write_dicom_series
@@ -181,17 +189,7 @@ def test_jpeg_lossless_series_is_decoded(tmp_path):
     plain = tmp_path / "plain"
     write_dicom_series(ct, plain)
     compressed = tmp_path / "jpeg"
-    compressed.mkdir()
-    for path in dicom_files(plain):
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.SetOutputPixelType(sitk.sitkInt16)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG")
-        writer.SetFileName(str(compressed / path.name))
-        writer.Execute(reader.Execute())
+    jpeg_lossless_copy(plain, compressed)
     syntax = pydicom.dcmread(dicom_files(compressed)[0]).file_meta.TransferSyntaxUID
     assert syntax == pydicom.uid.JPEGLosslessSV1
     back = read_ct(compressed)

@@ -281,6 +281,9 @@ def summary(uid, description="Heart 3.0", thickness=3.0, kvp=120.0, n_slices=40,
                          coverage_mm=coverage, **facts)
 
 
+NOT_NAMED = "neither its description nor its protocol names a calcium score"
+
+
 @pytest.mark.parametrize(
     "series, chosen, reason",
     [
@@ -290,9 +293,11 @@ def summary(uid, description="Heart 3.0", thickness=3.0, kvp=120.0, n_slices=40,
         ([summary("a", kvp=100.0), summary("b", kvp=None, thickness=2.5), summary("c")], "c",
          {"a": "kVp 100 (120 kVp preferred)", "b": "kVp unknown (120 kVp preferred)"}),
         ([summary("a", "Thorax 3.0"), summary("b", "Ca Score 3.0"), summary("c", "CACScoring phantom")], "b",
-         {"a": "its description names no calcium score", "c": "its description names no calcium score"}),
-        ([summary("a", image_type=("DERIVED", "SECONDARY", "AXIAL")), summary("b", image_type=("ORIGINAL",))],
-         "b", {"a": "a derived image (an original preferred)"}),
+         {"a": NOT_NAMED, "c": NOT_NAMED}),
+        # Canon: series "Cardiac 3.000", protocol "Calcium Score (Volume)", ImageType DERIVED\PRIMARY\MPR.
+        ([summary("a", "Cardiac 3.000", protocol_name="Calcium Score    (Volume)",
+                  image_type=("DERIVED", "PRIMARY", "MPR")), summary("b", "Cardiac 3.000", image_type=("ORIGINAL",))],
+         "a", {"b": NOT_NAMED}),
         ([summary("a", coverage=90.0), summary("b", coverage=120.0, n_slices=3)], "b",
          {"a": "covers less along z (90 mm)"}),
         ([summary("a", n_slices=39), summary("b")], "b", {"a": "fewer slices (39)"}),
@@ -311,7 +316,8 @@ def summary(uid, description="Heart 3.0", thickness=3.0, kvp=120.0, n_slices=40,
           "b": "multi-frame (enhanced) images, which the reader does not take", "c": "a single image",
           "e": "a localizer (scout)", "f": "a localizer (scout)"}),
     ],
-    ids=["nearest-thickness", "kvp", "calcium-name", "original", "coverage", "slices", "tie", "contrast", "unsuitable"],
+    ids=["nearest-thickness", "kvp", "calcium-name", "calcium-protocol", "coverage", "slices", "tie", "contrast",
+         "unsuitable"],
 )
 def test_choose_series_ranks_and_explains(series, chosen, reason):
     for order in (series, series[::-1]):

@@ -57,6 +57,7 @@ class SeriesSummary:
     kvp: float | None = None
     image_type: tuple[str, ...] = ()
     contrast_agent: str = ""  # ContrastBolusAgent
+    protocol_name: str = ""
     axial: bool = True  # slice normal within 1 degree of the patient z axis
     frames: int = 1
     coverage_mm: float = 0.0  # extent of the slice positions along the slice normal
@@ -241,6 +242,7 @@ def _summary(uid: str, members: list[tuple[Path, Dataset]]) -> SeriesSummary:
         kvp=_float(first, "KVP"),
         image_type=tuple(str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)),
         contrast_agent=str(first.get("ContrastBolusAgent") or "").strip(),
+        protocol_name=str(first.get("ProtocolName") or "").strip(),
         axial=normal is not None and np.degrees(np.arccos(min(1.0, abs(normal[2])))) <= _MAX_TILT_DEG,
         frames=int(first.get("NumberOfFrames") or 1),
         coverage_mm=_coverage_mm(members, normal),
@@ -306,11 +308,16 @@ def _preferences(s: SeriesSummary) -> list[tuple[float, str]]:
     return [
         (_thickness_off(s), f"slice thickness {thickness} (2.5-3 mm preferred)"),
         (float(s.kvp is None or abs(s.kvp - _PREFERRED_KVP) > 0.5), f"kVp {kvp} (120 kVp preferred)"),
-        (float(not _CALCIUM_WORDS.search(s.description.lower())), "its description names no calcium score"),
-        (float(bool(s.image_type) and s.image_type[0] != "ORIGINAL"), "a derived image (an original preferred)"),
+        (float(not _named_calcium(s)), "neither its description nor its protocol names a calcium score"),
         (-round(s.coverage_mm), f"covers less along z ({s.coverage_mm:.0f} mm)"),
         (-s.n_slices, f"fewer slices ({s.n_slices})"),
     ]
+
+
+def _named_calcium(s: SeriesSummary) -> bool:
+    # The protocol too: Canon names its calcium series "Cardiac 3.000" under protocol "Calcium Score (Volume)".
+    # Only the description hints contrast, as a protocol spans a study's CTA and calcium series alike.
+    return bool(_CALCIUM_WORDS.search(f"{s.description} | {s.protocol_name}".lower()))
 
 
 def _rank(s: SeriesSummary) -> tuple:
@@ -328,7 +335,7 @@ def choose_series(summaries: list[SeriesSummary]) -> SeriesChoice:
     """The non-contrast calcium-score series among `summaries`: an axial CT that is no localizer and shows
     no sign of contrast (ContrastBolusAgent, or CTA/angio/contrast in its description); among those the
     one nearest 2.5-3 mm slices, then at 120 kVp, then named as a calcium score (CaSc, calcium, CAC,
-    Agatston), then original rather than derived, then covering the longest stretch along z, then with the
+    Agatston in its description or protocol), then covering the longest stretch along z, then with the
     most slices, then the lowest series number and UID, so the choice is deterministic."""
     if len(summaries) == 1:
         return SeriesChoice(summaries[0], "only", "the only image series", warnings=_caveats(summaries[0]))
@@ -344,7 +351,7 @@ def choose_series(summaries: list[SeriesSummary]) -> SeriesChoice:
     facts = [f"{chosen.slice_thickness_mm:g} mm" if chosen.slice_thickness_mm is not None else "thickness unknown",
              f"{chosen.kvp:g} kVp" if chosen.kvp is not None else "kVp unknown",
              f"{chosen.n_slices} slices over {chosen.coverage_mm:.0f} mm"]
-    if _CALCIUM_WORDS.search(chosen.description.lower()):
+    if _named_calcium(chosen):
         facts.append("named as a calcium score")
     passed_over = tuple(
         (s, unsuitable[s.series_instance_uid] or _passed_over_because(s, chosen))

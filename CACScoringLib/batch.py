@@ -1,8 +1,9 @@
 """Cases in a folder, for batch scoring from the command line and from Slicer batch scripts, and the output
 folder's safety: atomic writes, a lock against a second run, fingerprints for resuming.
 
-A folder holds cases: image files (.nii, .nii.gz, .nrrd, .mha, ...) and subfolders (one DICOM series
-each); a folder with DICOM files only is one case.
+A folder holds cases: image files (.nii, .nii.gz, .nrrd, .mha, ...) and subfolders (a DICOM series or
+study each, whose series `read_ct` chooses); a folder with DICOM files only is one case, and so is a study
+folder: subfolders holding the series of one study (a PACS export: scout, calcium score, CTA...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .io.dicom import study_uid_under
 from .io.images import IMAGE_SUFFIXES, image_suffix
 
 LOCK_NAME = ".cacscoring-batch.lock"
@@ -29,9 +31,18 @@ def find_cases(source: Path) -> list[tuple[str, Path]]:
         return [(case_name(source), source)]
     entries = sorted(source.iterdir())
     cases = [(case_name(p), p) for p in entries if p.is_file() and image_suffix(p)]
-    cases += [(p.name, p) for p in entries if p.is_dir() and not p.name.startswith(".")]
+    folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if not cases and len(folders) > 1 and _one_study(folders):
+        return [(source.name, source)]
+    cases += [(p.name, p) for p in folders]
     _refuse_shared_names(cases, source)
     return cases or [(source.name, source)]  # a folder of DICOM files is one case
+
+
+def _one_study(folders: list[Path]) -> bool:
+    """Whether the folders hold series of one DICOM study (one header each; stops at the first that differs)."""
+    first = study_uid_under(folders[0])
+    return first is not None and all(study_uid_under(folder) == first for folder in folders[1:])
 
 
 def _refuse_shared_names(cases: list[tuple[str, Path]], source: Path) -> None:

@@ -27,6 +27,7 @@ class ScanInfo:
     series_instance_uid: str | None = None
     patient_id: str | None = None
     source: str | None = None
+    series_choice: dict | None = None  # DICOM: the series read, how it was chosen, the others passed over
     warnings: list[str] = field(default_factory=list)  # non-fatal reader findings
 
 

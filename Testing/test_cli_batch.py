@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from io_helpers import write_study
+from pydicom.uid import generate_uid
 
-from CACScoringLib.batch import atomic_write_text
+from CACScoringLib.batch import atomic_write_text, find_cases
 from CACScoringLib.cli import main
 from CACScoringLib.io import write_dicom_series, write_image, write_labels
+from CACScoringLib.scoring import ScoringParams, score_volume
 from CACScoringLib.volume import CTVolume, ScanInfo
 
 
@@ -241,3 +245,43 @@ def test_a_kept_result_edited_into_nonsense_is_reported_not_a_crash(tmp_path):
     assert main(command) == 1
     row = summary_of(out)["a"]
     assert row["status"] == "failed" and "a.json is missing or unreadable" in row["message"]
+
+
+def test_batch_on_study_folders_scores_each_study_s_calcium_series(tmp_path):
+    cohort, label_dir = tmp_path / "cohort", tmp_path / "labels"
+    label_dir.mkdir()
+    studies = {name: write_study(cohort / name / "DICOM", seed=seed, patient_id=name)
+               for name, seed in (("anna", 3), ("bert", 5))}
+    for name, written in studies.items():
+        _, phantom = written["calcium_3mm"]
+        write_labels(phantom.labels, phantom.ct, label_dir / f"{name}.nii.gz")
+
+    # A folder of studies: one case per study. One study's folder given directly: one case, not four series.
+    for source, names in ((cohort, ["anna", "bert"]), (cohort / "anna" / "DICOM", ["DICOM"])):
+        out = tmp_path / f"out_{len(names)}"
+        labels = label_dir if len(names) > 1 else label_dir / "anna.nii.gz"
+        assert main(["batch", str(source), str(out), "--labels", str(labels)]) == 0
+        rows = list(csv.DictReader((out / "summary.csv").open(encoding="utf-8")))
+        assert [row["case"] for row in rows] == names
+        for row, study in zip(rows, names if len(names) > 1 else ["anna"], strict=True):
+            uid, phantom = studies[study]["calcium_3mm"]
+            ct = phantom.ct.with_array(np.rint(phantom.ct.array))
+            assert float(row["total_agatston"]) == pytest.approx(
+                round(score_volume(ct, phantom.labels, ScoringParams()).total.agatston, 2))
+            report = json.loads((out / f"{row['case']}.json").read_text(encoding="utf-8"))
+            assert report["input"]["series"]["series_instance_uid"] == uid
+            assert {item["reason"] for item in report["input"]["series"]["passed_over"]} == {
+                "a localizer (scout)", "slice thickness 1 mm (2.5-3 mm preferred)",
+                "contrast-enhanced (ContrastBolusAgent 'Iomeprol 350')"}
+
+
+def test_series_folders_of_different_studies_stay_separate_cases(tmp_path):
+    cases = tmp_path / "cases"
+    for name in ("one", "two"):
+        write_dicom_series(lesion_case(300.0)[0], cases / name)  # each its own study UID
+    assert find_cases(cases) == [("one", cases / "one"), ("two", cases / "two")]
+    study = generate_uid()
+    for name in ("one", "two"):
+        shutil.rmtree(cases / name)
+        write_dicom_series(lesion_case(300.0)[0], cases / name, study_uid=study)
+    assert find_cases(cases) == [("cases", cases)]

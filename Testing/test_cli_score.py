@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from io_helpers import write_study
 
 from CACScoringLib.cli import main
 from CACScoringLib.io import write_dicom_series, write_image, write_labels
+from CACScoringLib.scoring import ScoringParams, score_volume
 from CACScoringLib.volume import CTVolume, ScanInfo
 
 
@@ -145,3 +147,43 @@ def test_json_scores_carry_no_float_noise_from_nifti_spacing(tmp_path):
     assert report["lesions"][0]["centroid_zyx"] == [1.0, 6.5, 6.5]
     noisy = [number for number in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text) if len(number.split(".")[1]) > 6]
     assert noisy == []
+
+
+def rounded_total(phantom) -> float:
+    """The phantom's total Agatston on the integer HU its DICOM series stores."""
+    ct = phantom.ct.with_array(np.rint(phantom.ct.array))
+    return score_volume(ct, phantom.labels, ScoringParams()).total.agatston
+
+
+def test_score_on_a_study_folder_takes_the_calcium_series_and_says_why(tmp_path, capsys):
+    written = write_study(tmp_path / "study")
+    uid, phantom = written["calcium_3mm"]
+    labels, out = tmp_path / "labels_3mm.nii.gz", tmp_path / "s.json"
+    write_labels(phantom.labels, phantom.ct, labels)
+    assert main(["score", str(tmp_path / "study"), "--labels", str(labels), "--json", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["total"]["agatston"] == pytest.approx(rounded_total(phantom))
+    series = report["input"]["series"]
+    assert (series["series_instance_uid"], series["selection"]) == (uid, "automatic")
+    assert len(series["passed_over"]) == 3
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"series {uid} 'CaSc 3.0 Qr36' (automatic): non-contrast axial CT (3 mm, 120 kVp")
+    assert f"{written['recon_1mm'][0]} 'CaSc 1.0 Qr36': slice thickness 1 mm (2.5-3 mm preferred)" in printed[0]
+    assert f"{written['cta_06mm'][0]} 'CorCTA 0.6 Bv40': contrast-enhanced" in printed[0]
+
+    # --series overrides: the 1 mm reconstruction, scored against its own labels.
+    uid_1mm, phantom_1mm = written["recon_1mm"]
+    write_labels(phantom_1mm.labels, phantom_1mm.ct, labels)
+    assert main(["score", str(tmp_path / "study"), "--series", uid_1mm, "--labels", str(labels), "--json", str(out),
+                 "--quiet"]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["total"]["agatston"] == pytest.approx(rounded_total(phantom_1mm))
+    assert rounded_total(phantom_1mm) != pytest.approx(rounded_total(phantom))  # the two series score differently
+    assert report["input"]["series"] == {**report["input"]["series"], "series_instance_uid": uid_1mm,
+                                         "selection": "given", "passed_over": []}
+    assert capsys.readouterr().out == ""
+
+    assert main(["score", str(tmp_path / "study"), "--series", "1.2.3", "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cacscoring: error: series 1.2.3 is not in {tmp_path / 'study'}; the series there are: ")
+    assert "\n" not in err and all(uid in err for uid, _ in written.values())

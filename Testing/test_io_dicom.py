@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from io_helpers import dicom_files, edit_slices, random_ct, rotation, sitk_series_reader
+from io_helpers import (
+    dicom_files,
+    edit_slices,
+    jpeg_lossless_copy,
+    random_ct,
+    rotation,
+    sitk_series_reader,
+    write_study,
+)
 
 from CACScoringLib.errors import InputError
-from CACScoringLib.io import list_series, read_ct, write_dicom_series
+from CACScoringLib.io import SeriesSummary, list_series, read_ct, write_dicom_series
+from CACScoringLib.io.dicom import choose_series, default_workers
 from CACScoringLib.volume import CTVolume
 
 
@@ -178,17 +189,7 @@ def test_jpeg_lossless_series_is_decoded(tmp_path):
     plain = tmp_path / "plain"
     write_dicom_series(ct, plain)
     compressed = tmp_path / "jpeg"
-    compressed.mkdir()
-    for path in dicom_files(plain):
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.SetOutputPixelType(sitk.sitkInt16)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG")
-        writer.SetFileName(str(compressed / path.name))
-        writer.Execute(reader.Execute())
+    jpeg_lossless_copy(plain, compressed)
     syntax = pydicom.dcmread(dicom_files(compressed)[0]).file_meta.TransferSyntaxUID
     assert syntax == pydicom.uid.JPEGLosslessSV1
     back = read_ct(compressed)
@@ -211,17 +212,143 @@ def test_list_series_recurses_and_summarizes(tmp_path):
     assert summaries[0].folder == tmp_path / "sub" / "dir"
 
 
-def test_several_series_need_a_choice(tmp_path):
+def test_several_series_pick_the_calcium_series_and_uid_overrides(tmp_path):
     (first, uid1), (second, uid2) = two_series_folder(tmp_path)
+    back = read_ct(tmp_path)
+    assert back.info.series_instance_uid == uid1
+    np.testing.assert_array_equal(back.array, first.array)
+    choice = back.info.series_choice
+    assert choice["selection"] == "automatic" and choice["series_instance_uid"] == uid1
+    assert choice["passed_over"] == [
+        {"series_instance_uid": uid2, "description": "topogram", "reason": "a localizer (scout)"}
+    ]
+    np.testing.assert_array_equal(read_ct(tmp_path, series_uid=uid2).array, second.array)
+    assert read_ct(tmp_path, series_uid=uid2).info.series_choice["selection"] == "given"
+    with pytest.raises(InputError) as raised:
+        read_ct(tmp_path, series_uid="1.2.3")
+    message = str(raised.value)
+    assert message.startswith(f"series 1.2.3 is not in {tmp_path}; the series there are: ")
+    assert f"{uid1} 'calcium 3mm' (CT, 6 slices, 2.5 mm, 120 kVp)" in message
+    assert f"{uid2} 'topogram' (CT, 3 slices, 2.5 mm, 120 kVp)" in message
+    assert "\n" not in message
+
+
+def test_study_folder_reads_the_non_contrast_3mm_series_and_says_why(tmp_path):
+    written = write_study(tmp_path)
+    uid, phantom = written["calcium_3mm"]
+    back = read_ct(tmp_path)
+    assert back.info.series_instance_uid == uid
+    np.testing.assert_array_equal(back.array, np.rint(phantom.ct.array))  # the writer stores integer HU
+    assert_same_geometry(back, phantom.ct.spacing, phantom.ct.origin, phantom.ct.direction)
+    choice = back.info.series_choice
+    assert (choice["selection"], choice["description"], choice["n_slices"]) == ("automatic", "CaSc 3.0 Qr36", 16)
+    assert (choice["slice_thickness_mm"], choice["kvp"], choice["coverage_mm"]) == (3.0, 120.0, 45.0)
+    assert choice["reason"] == (
+        "non-contrast axial CT (3 mm, 120 kVp, 16 slices over 45 mm, named as a calcium score), the best of 4 series"
+    )
+    reasons = {item["series_instance_uid"]: item["reason"] for item in choice["passed_over"]}
+    assert reasons == {
+        written["scout"][0]: "a localizer (scout)",
+        written["recon_1mm"][0]: "slice thickness 1 mm (2.5-3 mm preferred)",  # though it has 3x the slices
+        written["cta_06mm"][0]: "contrast-enhanced (ContrastBolusAgent 'Iomeprol 350')",
+    }
+    assert back.info.warnings == []
+
+
+def test_a_study_without_a_non_contrast_axial_series_asks_for_one(tmp_path):
+    written = write_study(tmp_path)
+    for name in ("calcium_3mm", "recon_1mm"):
+        shutil.rmtree(tmp_path / f"SE{2 if name == 'recon_1mm' else 3:04d}")
     with pytest.raises(InputError) as raised:
         read_ct(tmp_path)
     message = str(raised.value)
-    assert "holds 2 image series" in message
-    assert f"{uid1} 'calcium 3mm' (CT, 6 slices)" in message and f"{uid2} 'topogram' (CT, 3 slices)" in message
-    np.testing.assert_array_equal(read_ct(tmp_path, series_uid=uid1).array, first.array)
-    np.testing.assert_array_equal(read_ct(tmp_path, series_uid=uid2).array, second.array)
-    with pytest.raises(InputError, match=r"series 1\.2\.3 is not in .*calcium 3mm"):
-        read_ct(tmp_path, series_uid="1.2.3")
+    assert message.startswith("none of the 2 image series is a non-contrast axial CT")
+    assert f"{written['scout'][0]} 'Topogram 0.6 T20s' (CT, 1 slices, 1 mm, 120 kVp): a localizer (scout)" in message
+    assert "contrast-enhanced (ContrastBolusAgent 'Iomeprol 350')" in message
+    assert message.endswith("choose one by its SeriesInstanceUID (cacscoring score --series UID)")
+    # Given by its UID, the CTA is read, with a warning that it is contrast-enhanced.
+    cta = read_ct(tmp_path, series_uid=written["cta_06mm"][0])
+    assert cta.info.series_choice["selection"] == "given"
+    assert cta.info.warnings == [
+        "the series is contrast-enhanced (ContrastBolusAgent 'Iomeprol 350'); "
+        "calcium scores need a non-contrast axial CT"
+    ]
+
+
+def summary(uid, description="Heart 3.0", thickness=3.0, kvp=120.0, n_slices=40, coverage=117.0, number=None,
+            **facts) -> SeriesSummary:
+    return SeriesSummary(uid, description, "CT", n_slices, number, "P", Path("."), thickness, kvp,
+                         coverage_mm=coverage, **facts)
+
+
+NOT_NAMED = "neither its description nor its protocol names a calcium score"
+
+
+@pytest.mark.parametrize(
+    "series, chosen, reason",
+    [
+        # Nearest 2.5-3 mm when none is in the range: 2 mm is 0.5 mm off, 5 mm 2 mm off.
+        ([summary("a", thickness=5.0), summary("b", thickness=2.0), summary("c", thickness=1.0)], "b",
+         {"a": "slice thickness 5 mm (2.5-3 mm preferred)", "c": "slice thickness 1 mm (2.5-3 mm preferred)"}),
+        ([summary("a", kvp=100.0), summary("b", kvp=None, thickness=2.5), summary("c")], "c",
+         {"a": "kVp 100 (120 kVp preferred)", "b": "kVp unknown (120 kVp preferred)"}),
+        ([summary("a", "Thorax 3.0"), summary("b", "Ca Score 3.0"), summary("c", "CACScoring phantom")], "b",
+         {"a": NOT_NAMED, "c": NOT_NAMED}),
+        # Canon: series "Cardiac 3.000", protocol "Calcium Score (Volume)", ImageType DERIVED\PRIMARY\MPR.
+        ([summary("a", "Cardiac 3.000", protocol_name="Calcium Score    (Volume)",
+                  image_type=("DERIVED", "PRIMARY", "MPR")), summary("b", "Cardiac 3.000", image_type=("ORIGINAL",))],
+         "a", {"b": NOT_NAMED}),
+        ([summary("a", coverage=90.0), summary("b", coverage=120.0, n_slices=3)], "b",
+         {"a": "covers less along z (90 mm)"}),
+        ([summary("a", n_slices=39), summary("b")], "b", {"a": "fewer slices (39)"}),
+        # Everything equal: the lower series number, then the UID; the order given does not matter.
+        ([summary("z", number=7), summary("y", number=5), summary("x", number=5)], "x",
+         {"z": "the same facts; the lower series number was taken", "y": "the same facts; the lower series number was taken"}),
+        # Hard exclusions, whatever their other facts.
+        ([summary("a", "CCTA 0.6"), summary("b", "Angio Coronary"), summary("c", "Heart C+"),
+          summary("d", "Calcium non-contrast", thickness=1.0)], "d",
+         {"a": "contrast-enhanced by its description (CTA/angio/contrast)",
+          "b": "contrast-enhanced by its description (CTA/angio/contrast)",
+          "c": "contrast-enhanced by its description (CTA/angio/contrast)"}),
+        ([summary("a", axial=False), summary("b", frames=40), summary("c", n_slices=1), summary("d", thickness=0.6),
+          summary("e", "Scout"), summary("f", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))], "d",
+         {"a": "not axial (a reformat, a tilted gantry or no ImageOrientationPatient)",
+          "b": "multi-frame (enhanced) images, which the reader does not take", "c": "a single image",
+          "e": "a localizer (scout)", "f": "a localizer (scout)"}),
+    ],
+    ids=["nearest-thickness", "kvp", "calcium-name", "calcium-protocol", "coverage", "slices", "tie", "contrast",
+         "unsuitable"],
+)
+def test_choose_series_ranks_and_explains(series, chosen, reason):
+    for order in (series, series[::-1]):
+        choice = choose_series(order)
+        assert choice.chosen.series_instance_uid == chosen
+        assert {s.series_instance_uid: why for s, why in choice.passed_over} == reason
+
+
+def test_threaded_read_equals_the_serial_read_bit_for_bit(tmp_path):
+    written = write_study(tmp_path)
+    folder = tmp_path / "SE0003"
+
+    def rescale(index, ds):  # odd slices stored with slope 2: the per-slice float arithmetic differs
+        if index % 2:
+            stored = ds.pixel_array.astype(np.int32) - 1024
+            ds.RescaleSlope, ds.RescaleIntercept = "2", "-1000"
+            ds.PixelData = ((stored + 1000) // 2).astype("<i2").tobytes()
+
+    edit_slices(folder, rescale)
+    serial = read_ct(tmp_path, workers=1)
+    assert serial.info.series_instance_uid == written["calcium_3mm"][0]
+    for workers in (2, 3, 8, None):
+        threaded = read_ct(tmp_path, workers=workers)
+        assert threaded.array.dtype == serial.array.dtype and threaded.array.tobytes() == serial.array.tobytes()
+        assert (threaded.spacing, threaded.origin, threaded.direction) == (serial.spacing, serial.origin, serial.direction)
+        assert threaded.info == serial.info
+
+
+def test_default_workers_is_bounded_by_the_cpus():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_workers() == min(8, cpus)
 
 
 def test_a_file_of_the_series_reads_its_whole_series(tmp_path):

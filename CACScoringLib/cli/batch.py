@@ -21,7 +21,7 @@ from ..batch import OutputLock, atomic_write_text, find_cases, fingerprint, labe
 from ..errors import InputError
 from ..labels import ARTERIES
 from . import COMMANDS
-from .score import add_model_arguments, add_scoring_arguments, score_ct
+from .score import add_model_arguments, add_scoring_arguments, input_section, score_ct
 
 SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "total_volume_mm3", "total_mass_mg",
                    "lesions", "risk_category", "cac_drs", "blood_pool_hu", "seconds")
@@ -155,8 +155,7 @@ def _score_case(args, case, path, labels_path, origin) -> dict:
         labels = None if labels_path is None else read_labels(labels_path, ct)
         _, report = score_ct(ct, labels, args)
         seconds = round(time.perf_counter() - started, 2)
-        report = {"input": {"image": str(path), "labels": None if labels_path is None else str(labels_path)},
-                  **report, "batch": {**origin, "seconds": seconds}}
+        report = {"input": input_section(path, labels_path, ct), **report, "batch": {**origin, "seconds": seconds}}
         atomic_write_text(args.output / f"{case}.json", json.dumps(report, indent=2) + "\n")
         return {"status": "ok", "seconds": seconds}
     except InputError as error:

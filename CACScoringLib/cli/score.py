@@ -27,12 +27,15 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "score",
         help=COMMANDS["score"],
-        description="Per-artery Agatston, volume and mass scores of a cardiac CT. IMAGE is a DICOM series "
-        "folder, a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file.",
+        description="Per-artery Agatston, volume and mass scores of a cardiac CT. IMAGE is a DICOM folder "
+        "(a series, or a study whose non-contrast calcium-score series is chosen), a NIfTI (.nii, .nii.gz) or "
+        "NRRD (.nrrd, .nhdr) file.",
     )
     parser.add_argument("image", type=Path, help="CT: DICOM folder, NIfTI or NRRD")
     parser.add_argument("--labels", type=Path, help="per-artery label map (0 bg, 1 LM, 2 LAD, 3 LCX, 4 RCA)")
-    parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the folder holds several series")
+    parser.add_argument("--series", metavar="UID",
+                        help="SeriesInstanceUID to score when the folder holds several series "
+                        "(default: the non-contrast calcium-score series, chosen and explained)")
     add_scoring_arguments(parser)
     model = add_model_arguments(parser)
     model.add_argument("--save-labels", type=Path, metavar="OUT", help="write the predicted label map")
@@ -130,14 +133,32 @@ def run(args) -> int:
     from ..io import read_ct, read_labels
 
     ct = read_ct(args.image, series_uid=args.series)
+    if ct.info.series_choice is not None and not args.quiet:
+        print(series_line(ct.info.series_choice))
     labels = None if args.labels is None else read_labels(args.labels, ct)
     result, report = score_ct(ct, labels, args)
-    report = {"input": {"image": str(args.image), "labels": None if args.labels is None else str(args.labels)},
-              **report}
+    report = {"input": input_section(args.image, args.labels, ct), **report}
     write_outputs(result, report, args)
     if not args.quiet:
         print_result(result)
     return 0
+
+
+def input_section(image: Path, labels: Path | None, ct) -> dict:
+    """The JSON's "input": the files, and for DICOM the series read and why (shared by score and batch)."""
+    section = {"image": str(image), "labels": None if labels is None else str(labels)}
+    if ct.info.series_choice is not None:
+        section["series"] = ct.info.series_choice
+    return section
+
+
+def series_line(choice: dict) -> str:
+    """One line naming the series read and why; the others passed over and why."""
+    line = (f"series {choice['series_instance_uid']} '{choice['description']}' ({choice['selection']}): "
+            f"{choice['reason']}")
+    passed_over = "; ".join(f"{s['series_instance_uid']} '{s['description']}': {s['reason']}"
+                            for s in choice["passed_over"])
+    return line + (f"; passed over: {passed_over}" if passed_over else "")
 
 
 def score_ct(ct, labels, args) -> tuple[ScoreResult, dict]:

@@ -1,15 +1,20 @@
-"""Read CT DICOM series with pydicom: find series in a folder tree, validate their geometry, build a CTVolume.
+"""Read CT DICOM series with pydicom: find series in a folder tree, choose one, validate its geometry, build
+a CTVolume.
 
 Headers are read once with large values (the pixel data) deferred, so a folder of many series costs
-little more than its headers; only the chosen series' pixels are then read, on a small thread pool.
+little more than its headers; only the chosen series' pixels are then read, on a thread pool. A study
+folder (scout, calcium-score series, CTA, thin reconstructions) gets its non-contrast calcium-score series
+chosen from header facts and series descriptions (`choose_series`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +22,16 @@ import SimpleITK as sitk
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import pixel_array
 
 from ..errors import InputError
 from ..volume import CTVolume, ScanInfo
 
 # Values above this size are read only when used: the pixel data of the chosen series.
 _DEFER_SIZE = "4 KB"
-_WORKERS = min(8, (os.cpu_count() or 1) + 2)
+# Threads for header parsing and pixel decoding, at most one per CPU: pydicom's parsing holds the GIL, so
+# threads gain only on file reads and numpy copies (Testing/benchmarks/bench_dicom_read.py).
+_MAX_WORKERS = 8
 # Geometry tolerances.
 _MAX_TILT_DEG = 1.0  # slice normal or slice stacking farther than this from patient z / the normal: refuse
 _DUPLICATE_MM = 1e-3  # two slices closer than this along the normal sit at the same position
@@ -35,7 +43,8 @@ _SAME_SPACING_MM = 1e-4
 
 @dataclass(frozen=True)
 class SeriesSummary:
-    """One image series found under a folder (what `list_series` returns)."""
+    """One image series found under a folder (what `list_series` returns), with the header facts that
+    `choose_series` weighs (from its first file; coverage from all its slice positions)."""
 
     series_instance_uid: str
     description: str
@@ -44,9 +53,50 @@ class SeriesSummary:
     series_number: int | None
     patient_id: str | None
     folder: Path  # folder of its first file
+    slice_thickness_mm: float | None = None
+    kvp: float | None = None
+    image_type: tuple[str, ...] = ()
+    contrast_agent: str = ""  # ContrastBolusAgent
+    protocol_name: str = ""
+    axial: bool = True  # slice normal within 1 degree of the patient z axis
+    frames: int = 1
+    coverage_mm: float = 0.0  # extent of the slice positions along the slice normal
 
     def describe(self) -> str:
-        return f"{self.series_instance_uid} '{self.description}' ({self.modality}, {self.n_slices} slices)"
+        facts = [self.modality, f"{self.n_slices} slices"]
+        if self.slice_thickness_mm is not None:
+            facts.append(f"{self.slice_thickness_mm:g} mm")
+        if self.kvp is not None:
+            facts.append(f"{self.kvp:g} kVp")
+        return f"{self.series_instance_uid} '{self.description}' ({', '.join(facts)})"
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """Which series of a folder was read, how it was chosen, and why the others were passed over."""
+
+    chosen: SeriesSummary
+    how: str  # "automatic" (among several), "only" (the folder's single series) or "given" (by its UID)
+    reason: str
+    passed_over: tuple[tuple[SeriesSummary, str], ...] = ()
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        chosen = self.chosen
+        return {
+            "series_instance_uid": chosen.series_instance_uid,
+            "description": chosen.description,
+            "slice_thickness_mm": chosen.slice_thickness_mm,
+            "kvp": chosen.kvp,
+            "n_slices": chosen.n_slices,
+            "coverage_mm": round(chosen.coverage_mm, 1),
+            "selection": self.how,
+            "reason": self.reason,
+            "passed_over": [
+                {"series_instance_uid": s.series_instance_uid, "description": s.description, "reason": why}
+                for s, why in self.passed_over
+            ],
+        }
 
 
 @dataclass
@@ -102,21 +152,26 @@ def _kind(ds: Dataset) -> str:
     return ds.SOPClassUID.name if "SOPClassUID" in ds else "unknown kind"
 
 
-def _files_under(folder: Path) -> list[Path]:
-    files = []
+def _files_under(folder: Path) -> Iterator[Path]:
+    """The files under `folder` in sorted order, found as they are walked."""
     for root, dirs, names in os.walk(folder):
         dirs.sort()
-        files.extend(Path(root) / name for name in sorted(names))
-    return files
+        yield from (Path(root) / name for name in sorted(names))
 
 
-def _scan(folder: Path) -> _Scan:
+def default_workers() -> int:
+    """Threads for reading a series: one per CPU this process may use, at most _MAX_WORKERS."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(_MAX_WORKERS, cpus))
+
+
+def _scan(folder: Path, workers: int) -> _Scan:
     if not folder.exists():
         raise InputError(f"{folder} does not exist; check the path")
-    files = _files_under(folder)
+    files = list(_files_under(folder))
     if not files:
         raise InputError(f"folder {folder} is empty; point to a folder of DICOM slices")
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         headers = list(pool.map(_read_header, files))
     scan = _Scan(series={}, non_image=[], non_dicom=[])
     for path, ds in zip(files, headers, strict=True):
@@ -140,9 +195,41 @@ def _scan(folder: Path) -> _Scan:
     return scan
 
 
+def _float(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _slice_normal(ds: Dataset) -> np.ndarray | None:
+    try:
+        cosines = np.array([float(v) for v in ds.ImageOrientationPatient])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    normal = np.cross(cosines[:3], cosines[3:6]) if cosines.size == 6 else np.zeros(3)
+    length = np.linalg.norm(normal)
+    return normal / length if length > 0 else None
+
+
+def _coverage_mm(members: list[tuple[Path, Dataset]], normal: np.ndarray | None) -> float:
+    if normal is None:
+        return 0.0
+    distances = []
+    for _, ds in members:
+        try:
+            distances.append(np.array([float(v) for v in ds.ImagePositionPatient]) @ normal)
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return float(max(distances) - min(distances)) if distances else 0.0
+
+
 def _summary(uid: str, members: list[tuple[Path, Dataset]]) -> SeriesSummary:
     first = members[0][1]
     number = first.get("SeriesNumber")
+    normal = _slice_normal(first)
+    image_type = first.get("ImageType") or ()
     return SeriesSummary(
         series_instance_uid=uid or "(no SeriesInstanceUID)",
         description=str(first.get("SeriesDescription", "")),
@@ -151,30 +238,147 @@ def _summary(uid: str, members: list[tuple[Path, Dataset]]) -> SeriesSummary:
         series_number=int(number) if number not in (None, "") else None,
         patient_id=str(first.PatientID) if "PatientID" in first else None,
         folder=members[0][0].parent,
+        slice_thickness_mm=_float(first, "SliceThickness"),
+        kvp=_float(first, "KVP"),
+        image_type=tuple(str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)),
+        contrast_agent=str(first.get("ContrastBolusAgent") or "").strip(),
+        protocol_name=str(first.get("ProtocolName") or "").strip(),
+        axial=normal is not None and np.degrees(np.arccos(min(1.0, abs(normal[2])))) <= _MAX_TILT_DEG,
+        frames=int(first.get("NumberOfFrames") or 1),
+        coverage_mm=_coverage_mm(members, normal),
     )
 
 
-def _sorted_summaries(scan: _Scan) -> list[SeriesSummary]:
-    summaries = [_summary(uid, members) for uid, members in scan.series.items()]
-    return sorted(summaries, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid))
+def _series_order(s: SeriesSummary) -> tuple:
+    return s.series_number is None, s.series_number or 0, s.series_instance_uid
+
+
+def _summaries(scan: _Scan) -> dict[str, SeriesSummary]:
+    """Summary per key of `scan.series`, by series number."""
+    summaries = {uid: _summary(uid, members) for uid, members in scan.series.items()}
+    return dict(sorted(summaries.items(), key=lambda item: _series_order(item[1])))
 
 
 def list_series(folder: str | Path) -> list[SeriesSummary]:
     """Summaries of the DICOM image series under `folder` (searched recursively), by series number."""
-    return _sorted_summaries(_scan(Path(folder)))
+    return list(_summaries(_scan(Path(folder), default_workers())).values())
 
 
-def _pick_series(scan: _Scan, folder: Path, series_uid: str | None) -> tuple[str, list[tuple[Path, Dataset]]]:
-    listing = "; ".join(s.describe() for s in _sorted_summaries(scan))
+# Series-description hints (lower case). Negations first: "non-contrast" is not a contrast hint.
+_LOCALIZER_WORDS = re.compile(r"\b(scout|topogram|locali[sz]er|surview|scanogram|survey)\b")
+_NO_CONTRAST_WORDS = re.compile(r"\b(non[- ]?contrast|no contrast|w/?o contrast|without contrast|unenhanced|nativ)")
+_CONTRAST_WORDS = re.compile(r"(cta\b|angio|contrast|\bc\+)")
+_CALCIUM_WORDS = re.compile(r"\b(ca[ _-]?sc(ore)?|calcium|cac|agatston)\b")
+_PREFERRED_THICKNESS_MM = (2.5, 3.0)
+_PREFERRED_KVP = 120.0
+
+
+def _unsuitable(s: SeriesSummary) -> str | None:
+    """Why `s` cannot be a non-contrast axial calcium-score CT, or None."""
+    description = s.description.lower()
+    if s.modality and s.modality != "CT":
+        return f"modality {s.modality}, not CT"
+    if "LOCALIZER" in s.image_type or _LOCALIZER_WORDS.search(description):
+        return "a localizer (scout)"
+    if s.frames > 1:
+        return "multi-frame (enhanced) images, which the reader does not take"
+    if s.n_slices < 2:
+        return "a single image"
+    if not s.axial:
+        return "not axial (a reformat, a tilted gantry or no ImageOrientationPatient)"
+    if s.contrast_agent:
+        return f"contrast-enhanced (ContrastBolusAgent '{s.contrast_agent}')"
+    if _CONTRAST_WORDS.search(description) and not _NO_CONTRAST_WORDS.search(description):
+        return "contrast-enhanced by its description (CTA/angio/contrast)"
+    return None
+
+
+def _thickness_off(s: SeriesSummary) -> float:
+    """Distance of the slice thickness from the preferred 2.5-3 mm (inf when unknown)."""
+    if s.slice_thickness_mm is None:
+        return np.inf
+    low, high = _PREFERRED_THICKNESS_MM
+    return round(max(low - s.slice_thickness_mm, s.slice_thickness_mm - high, 0.0), 2)
+
+
+def _preferences(s: SeriesSummary) -> list[tuple[float, str]]:
+    """(shortfall, what it is) per preference in priority order; shortfall 0 meets the preference."""
+    thickness = "unknown" if s.slice_thickness_mm is None else f"{s.slice_thickness_mm:g} mm"
+    kvp = "unknown" if s.kvp is None else f"{s.kvp:g}"
+    return [
+        (_thickness_off(s), f"slice thickness {thickness} (2.5-3 mm preferred)"),
+        (float(s.kvp is None or abs(s.kvp - _PREFERRED_KVP) > 0.5), f"kVp {kvp} (120 kVp preferred)"),
+        (float(not _named_calcium(s)), "neither its description nor its protocol names a calcium score"),
+        (-round(s.coverage_mm), f"covers less along z ({s.coverage_mm:.0f} mm)"),
+        (-s.n_slices, f"fewer slices ({s.n_slices})"),
+    ]
+
+
+def _named_calcium(s: SeriesSummary) -> bool:
+    # The protocol too: Canon names its calcium series "Cardiac 3.000" under protocol "Calcium Score (Volume)".
+    # Only the description hints contrast, as a protocol spans a study's CTA and calcium series alike.
+    return bool(_CALCIUM_WORDS.search(f"{s.description} | {s.protocol_name}".lower()))
+
+
+def _rank(s: SeriesSummary) -> tuple:
+    return *(shortfall for shortfall, _ in _preferences(s)), *_series_order(s)
+
+
+def _passed_over_because(s: SeriesSummary, chosen: SeriesSummary) -> str:
+    for (mine, what), (theirs, _) in zip(_preferences(s), _preferences(chosen), strict=True):
+        if mine > theirs:
+            return what
+    return "the same facts; the lower series number was taken"
+
+
+def choose_series(summaries: list[SeriesSummary]) -> SeriesChoice:
+    """The non-contrast calcium-score series among `summaries`: an axial CT that is no localizer and shows
+    no sign of contrast (ContrastBolusAgent, or CTA/angio/contrast in its description); among those the
+    one nearest 2.5-3 mm slices, then at 120 kVp, then named as a calcium score (CaSc, calcium, CAC,
+    Agatston in its description or protocol), then covering the longest stretch along z, then with the
+    most slices, then the lowest series number and UID, so the choice is deterministic."""
+    if len(summaries) == 1:
+        return SeriesChoice(summaries[0], "only", "the only image series", warnings=_caveats(summaries[0]))
+    unsuitable = {s.series_instance_uid: _unsuitable(s) for s in summaries}
+    candidates = sorted((s for s in summaries if unsuitable[s.series_instance_uid] is None), key=_rank)
+    if not candidates:
+        listing = "; ".join(f"{s.describe()}: {unsuitable[s.series_instance_uid]}" for s in summaries)
+        raise InputError(
+            f"none of the {len(summaries)} image series is a non-contrast axial CT ({listing}); "
+            "choose one by its SeriesInstanceUID (cacscoring score --series UID)"
+        )
+    chosen = candidates[0]
+    facts = [f"{chosen.slice_thickness_mm:g} mm" if chosen.slice_thickness_mm is not None else "thickness unknown",
+             f"{chosen.kvp:g} kVp" if chosen.kvp is not None else "kVp unknown",
+             f"{chosen.n_slices} slices over {chosen.coverage_mm:.0f} mm"]
+    if _named_calcium(chosen):
+        facts.append("named as a calcium score")
+    passed_over = tuple(
+        (s, unsuitable[s.series_instance_uid] or _passed_over_because(s, chosen))
+        for s in summaries if s is not chosen
+    )
+    reason = f"non-contrast axial CT ({', '.join(facts)}), the best of {len(summaries)} series"
+    return SeriesChoice(chosen, "automatic", reason, passed_over)
+
+
+def _caveats(s: SeriesSummary) -> list[str]:
+    """A warning when a series read without a choice (the only one, or given by UID) looks unsuitable."""
+    why = _unsuitable(s)
+    return [] if why is None else [f"the series is {why}; calcium scores need a non-contrast axial CT"]
+
+
+def _pick_series(scan: _Scan, folder: Path, series_uid: str | None) -> tuple[SeriesChoice, list]:
+    summaries = _summaries(scan)
     if series_uid is not None:
         if series_uid not in scan.series:
+            listing = "; ".join(s.describe() for s in summaries.values())
             raise InputError(f"series {series_uid} is not in {folder}; the series there are: {listing}")
-        return series_uid, scan.series[series_uid]
-    if len(scan.series) > 1:
-        raise InputError(
-            f"{folder} holds {len(scan.series)} image series; choose one by its SeriesInstanceUID: {listing}"
-        )
-    return next(iter(scan.series.items()))
+        chosen = summaries[series_uid]
+        choice = SeriesChoice(chosen, "given", "chosen by its SeriesInstanceUID", warnings=_caveats(chosen))
+        return choice, scan.series[series_uid]
+    choice = choose_series(list(summaries.values()))
+    key = next(uid for uid, summary in summaries.items() if summary is choice.chosen)
+    return choice, scan.series[key]
 
 
 def _require(ds: Dataset, path: Path, keyword: str):
@@ -294,7 +498,8 @@ def _read_slice_hu(path: Path, ds: Dataset, out: np.ndarray) -> None:
     if "PixelData" not in ds:
         raise InputError(f"{path} has no pixel data; remove it or point to a folder of CT image slices")
     try:
-        stored = ds.pixel_array
+        # view_only: no copy of the stored values, and none cached on the dataset; they are copied into `out`.
+        stored = pixel_array(ds, view_only=True)
     except Exception as error:  # broken or unsupported pixel data; name the file for the user
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if syntax is not None and syntax.is_compressed:
@@ -344,13 +549,18 @@ def acquisition_warnings(thicknesses, kvp: float | None, modality, increment: fl
     return warnings
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVolume:
-    """Read one CT series from a DICOM folder tree as a CTVolume in HU (see `read_ct`)."""
+def read_dicom_series(folder: str | Path, series_uid: str | None = None, workers: int | None = None) -> CTVolume:
+    """Read one CT series from a DICOM folder tree as a CTVolume in HU (see `read_ct`).
+
+    `workers` threads parse the headers and decode the slices (default `default_workers()`; 1 reads
+    serially); the result does not depend on it.
+    """
     folder = Path(folder)
-    scan = _scan(folder)
-    uid, members = _pick_series(scan, folder, series_uid)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    scan = _scan(folder, workers)
+    choice, members = _pick_series(scan, folder, series_uid)
     _check_uniform(members)
-    warnings: list[str] = []
+    warnings: list[str] = list(choice.warnings)
     row, column, normal, pixel_spacing = _geometry(members)
     order, positions, increment = _order_and_increment(members, normal, warnings)
     members = [members[i] for i in order]
@@ -359,7 +569,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVo
     array = np.empty((len(members), int(first.Rows), int(first.Columns)), dtype=np.float32)
     if "RescaleSlope" not in first or "RescaleIntercept" not in first:
         warnings.append("RescaleSlope/RescaleIntercept missing; taking stored pixel values as HU")
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         # list() waits for every slice and re-raises the first InputError.
         list(pool.map(lambda k: _read_slice_hu(*members[k], array[k]), range(len(members))))
 
@@ -374,7 +584,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> CTVo
         kvp=kvp,
         manufacturer=str(first.Manufacturer) if first.get("Manufacturer") else None,
         modality=str(first.get("Modality") or "CT"),
-        series_instance_uid=uid or None,
+        series_instance_uid=str(first.get("SeriesInstanceUID", "")) or None,
+        series_choice=choice.to_dict(),
         patient_id=str(first.PatientID) if first.get("PatientID") else None,
         source=str(folder),
         warnings=warnings,
@@ -392,3 +603,15 @@ def series_uid_of(path: str | Path) -> str | None:
     """SeriesInstanceUID of one DICOM file, or None when the file is not DICOM."""
     ds = _read_header(Path(path))
     return None if ds is None else str(ds.get("SeriesInstanceUID", ""))
+
+
+def study_uid_under(folder: str | Path) -> str | None:
+    """StudyInstanceUID of the first DICOM file under `folder` (walked in sorted order); None when there is none."""
+    for path in _files_under(Path(folder)):
+        try:
+            ds = _read_header(path)
+        except InputError:  # unreadable or corrupt: the reader names it when the case is read
+            return None
+        if ds is not None:
+            return str(ds.get("StudyInstanceUID", "")) or None
+    return None

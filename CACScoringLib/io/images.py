@@ -98,23 +98,26 @@ def read_image_file(path: str | Path) -> CTVolume:
     return CTVolume.from_sitk(image, info)
 
 
-def read_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
+def read_ct(path: str | Path, series_uid: str | None = None, workers: int | None = None) -> CTVolume:
     """Read a CT volume in HU (float32) from a DICOM folder (searched recursively), a DICOM file of a
     series (its whole series in that folder is read), or a NIfTI/NRRD file.
 
-    With several DICOM series under the folder, `series_uid` picks one; without it an InputError lists them.
+    With several DICOM series under the folder (a study: scout, calcium score, CTA...), `series_uid` picks
+    one; without it the non-contrast calcium-score series is chosen (`dicom.choose_series`) and
+    `info.series_choice` says which and why. `workers` threads read a DICOM series (default: one per CPU,
+    at most 8; 1 reads serially, with the same result).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; give {SUPPORTED}")
     if path.is_dir():
-        return read_dicom_series(path, series_uid)
+        return read_dicom_series(path, series_uid, workers)
     if image_suffix(path):
         return read_image_file(path)
     uid = series_uid_of(path)
     if uid is None:
         raise InputError(f"{path} is not a DICOM or image file; give {SUPPORTED}")
-    return read_dicom_series(path.parent, series_uid or uid)
+    return read_dicom_series(path.parent, series_uid or uid, workers)
 
 
 def _writable_suffix(path: Path) -> str:

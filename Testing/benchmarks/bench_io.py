@@ -1,7 +1,8 @@
 """Benchmark (prints figures, not a test): read_ct of a 64-slice 512x512 DICOM series from write_dicom_series.
 
-Compares the thread-pooled reader with one worker and with SimpleITK's (GDCM's) series reader, and the cost
-of checking a .nii.gz whole (its gzip stream decompressed once more) against SimpleITK's own read.
+Compares the reader (default threads) with SimpleITK's (GDCM's) series reader (serial vs threaded reading is
+compared in bench_dicom_read.py), and the cost of checking a .nii.gz whole (its gzip stream decompressed once
+more) against SimpleITK's own read.
 Files are in the page cache after the first read, so the figures are decode/parse costs, not disk.
 Run: .venv/bin/python Testing/benchmarks/bench_io.py
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from CACScoringLib.io import dicom, images, list_series, read_ct, write_dicom_series, write_image
+from CACScoringLib.io import images, list_series, read_ct, write_dicom_series, write_image
+from CACScoringLib.io.dicom import default_workers
 from CACScoringLib.volume import CTVolume
 
 REPEATS = 5
@@ -49,13 +51,7 @@ def main() -> None:
 
         seconds, back = timed(lambda: read_ct(folder))
         assert np.array_equal(back.array, array)
-        print(f"read_ct ({dicom._WORKERS} threads): {seconds * 1000:.0f} ms median of {REPEATS}")
-
-        pooled = dicom._WORKERS
-        dicom._WORKERS = 1
-        seconds, _ = timed(lambda: read_ct(folder))
-        dicom._WORKERS = pooled
-        print(f"read_ct (1 thread): {seconds * 1000:.0f} ms median of {REPEATS}")
+        print(f"read_ct ({default_workers()} threads): {seconds * 1000:.0f} ms median of {REPEATS}")
 
         seconds, summaries = timed(lambda: list_series(folder))
         print(f"list_series (headers only): {seconds * 1000:.0f} ms, {summaries[0].n_slices} slices")

@@ -392,3 +392,14 @@ def test_training_phantoms_take_the_options_and_mark_distractors_as_lookalikes()
     distractor_calcium = (phantom.distractor_map > 0) & (phantom.ct.array >= 130)
     assert distractor_calcium.any() and (case.lookalikes[distractor_calcium] == 1).all()
     assert not case.labels[case.lookalikes > 0].any()
+
+
+def test_dicom_export_keeps_the_slice_thickness_of_overlapping_slices(tmp_path):
+    from CACScoringLib.io import read_ct
+    from CACScoringLib.phantom import write_thorax_case
+
+    scan = {"fov_mm": 200.0, "pixel_mm": 0.98, "thickness_mm": 3.0, "increment_mm": 1.5, "coverage_mm": 30.0}
+    phantom = make_thorax_phantom(seed=1, acquisition=scan, compute_scores=False)
+    write_thorax_case(phantom, tmp_path, "dicom")
+    ct = read_ct(tmp_path / "thorax_dicom")
+    assert ct.info.slice_thickness_mm == pytest.approx(3.0) and ct.spacing[2] == pytest.approx(1.5)

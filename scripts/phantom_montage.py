@@ -54,8 +54,8 @@ def main() -> int:
     panels = [(name, hu[index(z)], kinds[index(z)], labels[index(z)], False) for name, z in picks.items()]
     middle_y = int(round((anatomy["heart_centre_mm"][1] - phantom.ct.origin[1]) / phantom.ct.spacing[1]))
     panels.append(("coronal (heart centre)", hu[:, middle_y, :], kinds[:, middle_y, :], labels[:, middle_y, :], True))
-    spine_y = int(round((anatomy["spine_centre_mm"][1] - 25.0 - phantom.ct.origin[1]) / phantom.ct.spacing[1]))
-    panels.append(("coronal (trachea)", hu[:, spine_y, :], kinds[:, spine_y, :], labels[:, spine_y, :], True))
+    trachea_y = int(round((chest["trachea_xy_mm"][1] - phantom.ct.origin[1]) / phantom.ct.spacing[1]))
+    panels.append(("coronal (trachea)", hu[:, trachea_y, :], kinds[:, trachea_y, :], labels[:, trachea_y, :], True))
     for ax, (name, image, kind_map, label_map, coronal) in zip(axes.ravel(), panels, strict=True):
         extent = None
         if coronal:

@@ -81,6 +81,18 @@ def _xy_clearance(points: np.ndarray, axis_xy, radius_sum: float) -> float:
     return float(np.linalg.norm(points[:, :2] - axis_xy, axis=1).min() - radius_sum)
 
 
+def _off_trachea(tube: Tube, trachea_xy, trachea_outer_r: float, carina_z: float) -> np.ndarray:
+    """The tube's centreline pushed sideways off the trachea (above the carina) so that its wall and the fat
+    round it pass beside the trachea's wall, as vessels do, instead of through it."""
+    points = tube.points.copy()
+    offset = points[:, :2] - trachea_xy
+    distance = np.linalg.norm(offset, axis=1)
+    needed = trachea_outer_r + tube.radius + 2.5
+    push = (points[:, 2] >= carina_z - 2.0) & (distance < needed)
+    points[push, :2] = trachea_xy + offset[push] / np.maximum(distance[push], 1e-6)[:, None] * needed
+    return points
+
+
 def chest_layout(rng, heart, root, ascending_dir, ascending_r, descending_start, descending_dir,
                  descending_r, spine_y, vertebra_r, body_b, fat) -> ChestLayout:  # fmt: skip
     """Chest landmarks and tubes from the heart's and aortas' placement (module docstring)."""
@@ -135,7 +147,7 @@ def chest_layout(rng, heart, root, ascending_dir, ascending_r, descending_start,
     right_subclavian_end = [-rng.uniform(75.0, 90.0), bct_top[1] + rng.uniform(5.0, 15.0), bct_top[2] + rng.uniform(5.0, 15.0)]
     left_subclavian_mid = lsca_origin + [rng.uniform(8.0, 14.0), rng.uniform(0.0, 5.0), inlet - lsca_origin[2] + 5.0]
     left_subclavian_end = [rng.uniform(75.0, 90.0), left_subclavian_mid[1] + rng.uniform(5.0, 15.0), left_subclavian_mid[2] + rng.uniform(5.0, 15.0)]
-    carotid_dx = rng.uniform(5.0, 10.0)
+    carotid_dx = rng.uniform(8.0, 12.0)  # the carotids and their fat sheath beside the trachea, not in it
     vessels = {
         "aortic_arch": Tube(arch, ascending_r),
         "brachiocephalic": Tube(_line(bct_origin, bct_top), rng.uniform(5.5, 7.0)),
@@ -144,6 +156,8 @@ def chest_layout(rng, heart, root, ascending_dir, ascending_r, descending_start,
         "left_carotid": Tube(_polyline(lcca_origin, [trachea[0] + trachea_r + carotid_dx, trachea[1] - 2.0, inlet + 20.0], [trachea[0] + trachea_r + carotid_dx, trachea[1] - 2.0, neck_top]), rng.uniform(3.0, 4.0)),
         "left_subclavian": Tube(_polyline(lsca_origin, left_subclavian_mid, left_subclavian_end), rng.uniform(3.5, 4.5)),
     }
+    for name, tube in vessels.items():
+        vessels[name] = Tube(_off_trachea(tube, trachea, trachea_r + 1.5, carina_z), tube.radius)
     svc_r = rng.uniform(8.0, 10.0)
     svc_top = ascending_at(arch_apex) + [-(ascending_r + svc_r + 3.0), rng.uniform(0.0, 6.0), 0.0]
     svc_bottom = ascending_at(root[2]) + [-(ascending_r + svc_r + 3.0), rng.uniform(0.0, 6.0), -rng.uniform(5.0, 12.0)]
@@ -153,7 +167,9 @@ def chest_layout(rng, heart, root, ascending_dir, ascending_r, descending_start,
     pa_r = rng.uniform(11.0, 14.0)
     vessels["pulmonary_trunk"] = Tube(_line(trunk_start, bifurcation), pa_r)
     vessels["left_pulmonary"] = Tube(_line(bifurcation, left_end + [0.0, -8.0, 14.0]), pa_r * 0.75)
-    vessels["right_pulmonary"] = Tube(_line(bifurcation, right_end + [0.0, -10.0, 4.0]), pa_r * 0.75)
+    vessels["right_pulmonary"] = Tube(_line(bifurcation, right_end + [0.0, -16.0, 12.0]), pa_r * 0.75)
+    for name in ("pulmonary_trunk", "left_pulmonary", "right_pulmonary"):
+        vessels[name] = Tube(_off_trachea(vessels[name], trachea, trachea_r + 1.5, carina_z), vessels[name].radius)
     return ChestLayout(
         inlet_z=float(inlet),
         lung_apex_z=float(inlet + rng.uniform(15.0, 30.0)),
@@ -230,6 +246,11 @@ def paint_airways(image, grid, layout: ChestLayout) -> None:
 
 
 def paint_vessels(image, grid, layout: ChestLayout) -> None:
+    """Blood in every vessel; the neck vessels in a sheath of fat, which is what outlines them on a
+    non-contrast scan (blood and muscle differ by a few HU)."""
+    for name in layout.NECK_VESSELS:
+        tube = layout.vessels[name]
+        paint_tube(image, grid, tube.points, tube.radius + 2.0, FAT)
     for tube in layout.vessels.values():
         paint_tube(image, grid, tube.points, tube.radius, BLOOD)
 

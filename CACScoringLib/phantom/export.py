@@ -48,6 +48,7 @@ def _write_ct_and_labels(
             dicom_folder,
             series_description=f"CACScoring {prefix} phantom",
             kvp=ct.info.kvp,
+            slice_thickness=ct.info.slice_thickness_mm,  # overlapping slices: thicker than their spacing
             patient_id=ct.info.patient_id or "PHANTOM",
             study_uid=generate_uid(entropy_srcs=[uid_seed, "study"]),
             series_uid=generate_uid(entropy_srcs=[uid_seed, "series"]),

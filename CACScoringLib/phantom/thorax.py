@@ -855,8 +855,11 @@ def _paint_metal(image, grid, scene, rng, kind, metal_core) -> list:
         metal_core[k, j, i] = True
         lo, hi = np.array([k.min(), j.min(), i.min()]), np.array([k.max(), j.max(), i.max()]) + 1
         pad = np.array([1, 3, 3])
-        box = tuple(slice(int(a), int(b)) for a, b in zip(np.maximum(lo - pad, 0), np.minimum(hi + pad, grid.shape), strict=True))
-        support = ndimage.binary_dilation(metal_core[box], np.ones((3, 7, 7), bool))
+        start = np.maximum(lo - pad, 0)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, np.minimum(hi + pad, grid.shape), strict=True))
+        own = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+        own[k - start[0], j - start[1], i - start[2]] = True
+        support = ndimage.binary_dilation(own, np.ones((3, 7, 7), bool))  # its voxels and the blur's reach
         half = (points.max(axis=0) - points.min(axis=0)) / 2
         centre = (points.max(axis=0) + points.min(axis=0)) / 2
         return [(distractor_mod.Distractor(kind, tuple(map(float, centre)), tuple(map(float, half)), None), box, support)]

@@ -403,3 +403,16 @@ def test_dicom_export_keeps_the_slice_thickness_of_overlapping_slices(tmp_path):
     write_thorax_case(phantom, tmp_path, "dicom")
     ct = read_ct(tmp_path / "thorax_dicom")
     assert ct.info.slice_thickness_mm == pytest.approx(3.0) and ct.spacing[2] == pytest.approx(1.5)
+
+
+def test_labelled_voxels_are_counted_per_distractor_kind(chests):
+    from CACScoringLib.phantom.distractors import labelled_voxels_per_kind
+
+    phantom, _ = chests[0]
+    assert set(labelled_voxels_per_kind(phantom.distractor_map, phantom.labels).values()) == {0}
+    # A segmentation that labels every voxel >= 130 HU: each kind's count is its bright voxels.
+    everything = (phantom.ct.array >= 130).astype(np.uint8)
+    counts = labelled_voxels_per_kind(phantom.distractor_map, everything)
+    for kind, kind_id in KIND_ID.items():
+        assert counts[kind] == int(((phantom.distractor_map == kind_id) & (phantom.ct.array >= 130)).sum())
+    assert counts["aortic_valve"] > 0 and counts["sternal_wire"] > 0

@@ -83,6 +83,13 @@ def counts(distractors, rng: np.random.Generator) -> dict[str, int]:
     return {kind: int(n) for kind, n in distractors.items() if int(n) > 0}
 
 
+def labelled_voxels_per_kind(distractor_map: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    """How many voxels of each distractor kind a label map (e.g. a model's output) labels as coronary: 0
+    everywhere in the phantom's own labels."""
+    counts = np.bincount(distractor_map[labels > 0].ravel(), minlength=len(KINDS) + 1)
+    return {kind: int(counts[kind_id]) for kind, kind_id in KIND_ID.items()}
+
+
 @dataclass
 class Scene:
     """What the placement needs from the phantom's anatomy (mm, world LPS)."""

@@ -19,6 +19,10 @@ the aortic wall. Labels are what a reader's click in scoring software gives: the
 (a region that also touches aortic calcium or bone, or holds plaques of two arteries, keeps the id on
 plaque voxels only). Aortic calcium and bone (also >= 130 HU) stay 0, which is what a segmentation model
 has to learn.
+
+Realistic options (off by default, docs/phantoms.md): a full-chest field of view and the chest's anatomy
+(chest.py), distractors that are bright but not coronary, all labelled 0 (distractors.py), and a random
+scanner acquisition (acquisition.py).
 """
 
 from __future__ import annotations

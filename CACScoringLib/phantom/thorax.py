@@ -873,7 +873,8 @@ def _paint_metal(image, grid, scene, rng, kind, metal_core) -> list:
 def _cardiac_motion(image, grid, heart: _Heart, epicardial_fat, length_mm, rng) -> None:
     """A non-gated scan: the heart (and its calcium) smeared along a random in-plane direction."""
     margin = epicardial_fat + 10.0
-    box = grid.box(heart.centre, np.full(3, heart.a + margin))
+    # The box leaves room for the weight's tail and the shift, which wraps round at its edges.
+    box = grid.box(heart.centre, np.full(3, heart.a + margin + 12.0 + length_mm))
     if box is None:
         return
     zb, yb, xb = box

@@ -180,6 +180,13 @@ def test_costal_cartilage_calcium_is_anterior_and_lateral_to_the_sternum(chests)
             x, y, _ = item.centre_mm
             assert 14.0 + 5.0 < abs(x) < 75.0  # beside the sternum (14 mm half-width), not out at the ribs' sides
             assert y < sternum_y + 25.0 < phantom.anatomy["heart_centre_mm"][1]
+            # On a rib's course beyond its anterior end (the ribs end at 0.78 of the way round from the back),
+            # at that rib's height: the ribs slope down by `drop` mm from back to front, one every `period` mm.
+            ribs = phantom.anatomy["ribs"]
+            from_posterior = abs(np.angle(np.exp(1j * (np.arctan2(y, x) - np.pi / 2)))) / np.pi
+            assert 0.78 < from_posterior < 0.95
+            height = item.centre_mm[2] - (ribs["phase"] - ribs["drop"] * from_posterior)
+            assert abs(height - ribs["period"] * round(height / ribs["period"])) < 0.5
 
 
 def test_arch_and_neck_vessel_calcium_sit_on_their_vessels_above_the_ascending_aorta(chests):

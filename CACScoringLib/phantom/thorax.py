@@ -45,6 +45,7 @@ AIR, FAT, EPICARDIAL_FAT, MUSCLE, LUNG, BLOOD, MYOCARDIUM, LIVER, DISC = (
     -1000.0, -100.0, -90.0, 45.0, -850.0, 40.0, 50.0, 60.0, 80.0,
 )  # fmt: skip
 CANCELLOUS_BONE = 250.0
+COSTAL_CARTILAGE = 90.0  # hyaline cartilage: denser than muscle, below the plaque-placement limit (100 HU)
 SCORING_THRESHOLD_HU = 130.0
 
 # Default plaque counts per artery (inclusive ranges); a case has no coronary calcium at all with
@@ -585,6 +586,15 @@ def make_thorax_phantom(
     bone[kz, ring_y[kp], ring_x[kp]] = True
     kz, kp = np.nonzero(marrow)
     image[kz, ring_y[kp], ring_x[kp]] = CANCELLOUS_BONE
+    if layout is not None:
+        # Costal cartilages continue the ribs' course from their anterior ends to the sternum's edge.
+        band = (np.abs(depth) <= 3.0) & (from_posterior > 0.78) & (from_posterior <= 0.95) & (np.abs(x2) > 14.0)
+        band_y, band_x = np.nonzero(band)
+        z_rel = zs[:, None] - (rib_phase - rib_drop * from_posterior[band_y, band_x])[None, :]
+        dz = z_rel - rib_period * np.round(z_rel / rib_period)
+        kz, kp = np.nonzero((depth[band_y, band_x][None] / 3.0) ** 2 + (dz / 5.0) ** 2 <= 1.0)
+        keep = zs[kz] <= layout.inlet_z
+        image[kz[keep], band_y[kp[keep]], band_x[kp[keep]]] = COSTAL_CARTILAGE
 
     scene = distractor_mod.Scene(
         heart=heart, epicardial_fat=float(epicardial_fat), root=root, ascending_dir=_unit(ascending_dir),

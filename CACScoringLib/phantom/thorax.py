@@ -634,6 +634,13 @@ def make_thorax_phantom(
             return None
         return box, field, contrast, material, support
 
+    def paint(placed, support_mask):
+        """Add a placed blob to the image and its support to support_mask; (box, material HU, support)."""
+        box, blob, contrast, material, support = placed
+        image[box] += contrast * blob
+        support_mask[box] |= support
+        return box, material, support
+
     aortic = []
     for _ in range(int(rng.integers(n_aortic_calcifications[0], n_aortic_calcifications[1] + 1))):
         for _attempt in range(20):
@@ -662,9 +669,7 @@ def make_thorax_phantom(
             placed = place(centre, semi, rotation, target)
             if placed is None:
                 continue
-            box, blob, contrast, material, support = placed
-            image[box] += contrast * blob
-            aortic_support[box] |= support
+            box, material, support = paint(placed, aortic_support)
             blob_info = Calcification(
                 "aorta", 0, tuple(map(float, centre)), semi, target, float(material), None, 0
             )
@@ -684,9 +689,7 @@ def make_thorax_phantom(
                     placed = place(centre, semi, rotation, target)
                     if placed is None:
                         continue
-                    box, blob, contrast, _material, support = placed
-                    image[box] += contrast * blob
-                    distractor_support[box] |= support
+                    box, _material, support = paint(placed, distractor_support)
                     info = distractor_mod.Distractor(kind, tuple(map(float, centre)), tuple(map(float, semi)), float(target), site)
                     found.append((info, box, support))
                     placed_any = True

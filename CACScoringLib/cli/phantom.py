@@ -78,7 +78,68 @@ def register(subparsers) -> None:
         help="thorax grid size in voxels (default 48 256 256)",
     )
     add_clearance_arguments(parser)
+    realism = parser.add_argument_group(
+        "realistic thorax (docs/phantoms.md; off by default, which keeps the phantoms of earlier versions)"
+    )
+    realism.add_argument(
+        "--preset", choices=("realchest",), default=None,
+        help="realchest: random field of view, distractors and acquisition (the options below override it)",
+    )  # fmt: skip
+    realism.add_argument(
+        "--field-of-view", choices=("cardiac", "chest", "random"), default=None,
+        help="cardiac (default) or chest: neck to upper abdomen with airways, aortic arch and neck vessels",
+    )  # fmt: skip
+    realism.add_argument(
+        "--distractors", default=None, metavar="all|KIND=N,...",
+        help="non-coronary bright structures, all labelled 0: 'all' draws kinds and counts at random, or e.g."
+        " aortic_valve=2,stent=1 (kinds: see docs/phantoms.md)",
+    )
+    realism.add_argument(
+        "--acquisition", default=None, metavar="random|KEY=VALUE,...",
+        help="random scanner settings (pixel, FOV, slices, kernel, noise, offset, motion), or some fixed, e.g."
+        " thickness_mm=1,increment_mm=0.5,kernel=sharp; sets the grid (not with --shape)",
+    )
     parser.set_defaults(func=run)
+
+
+def _key_values(text: str, option: str, convert) -> dict:
+    """'a=1,b=2' -> {'a': convert('1'), ...}; an InputError naming the option on anything else."""
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{option} takes 'random'/'all' or KEY=VALUE pairs separated by commas, not {item!r}")
+        try:
+            result[key.strip()] = convert(value.strip())
+        except ValueError:
+            raise InputError(f"{option}: {key.strip()}={value.strip()} is not a valid value") from None
+    return result
+
+
+def _setting(value: str):
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def realism_options(args: argparse.Namespace) -> dict:
+    """make_thorax_phantom keyword arguments from the realistic-thorax options (only those given)."""
+    options = {}
+    if args.preset is not None:
+        options["preset"] = args.preset
+    if args.field_of_view is not None:
+        options["field_of_view"] = args.field_of_view
+    if args.distractors is not None:
+        options["distractors"] = "all" if args.distractors == "all" else _key_values(args.distractors, "--distractors", int)
+    if args.acquisition is not None:
+        options["acquisition"] = (
+            "random" if args.acquisition == "random" else _key_values(args.acquisition, "--acquisition", _setting)
+        )
+    return options
 
 
 def _summary_line(name: str, truth_scores: dict) -> str:
@@ -97,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--count must be at least 1, not {args.count}")
     if args.noise is not None and args.noise < 0:
         raise InputError(f"--noise must be >= 0 HU, not {args.noise}")
+    realism = realism_options(args)
+    if realism and args.kind != "thorax":
+        raise InputError("--preset, --field-of-view, --distractors and --acquisition apply to the thorax phantom")
     if args.shape is not None:
         if args.kind != "thorax":
             raise InputError("--shape applies to the thorax phantom; the calibration phantom's grid is fixed")
@@ -108,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed + index
         folder = args.outdir if args.count == 1 else args.outdir / f"case_{index:03d}"
         if args.kind == "thorax":
-            options = {"seed": seed, "noise_hu": args.noise, **clearance_options(args)}
+            options = {"seed": seed, "noise_hu": args.noise, **clearance_options(args), **realism}
             if args.shape is not None:
                 options["shape"] = tuple(args.shape)
             case = phantom.make_thorax_phantom(**options)

@@ -4,6 +4,7 @@ File names per case folder (`prefix` is "thorax" or "calibration"):
   <prefix>_ct.nii.gz, <prefix>_labels.nii.gz       NIfTI (format "nifti" or "both")
   <prefix>_dicom/                                  one DICOM file per slice (format "dicom" or "both")
   <prefix>_coca.xml                                COCA-style calcium XML of the labels (coca_xml=True)
+  thorax_distractors.nii.gz                        thorax with distractors: their kind ids (truth.json distractor_kinds)
   calibration_rois.nii.gz, calibration_inserts.nii.gz   calibration only: rods (1 water, 2 HA), inserts 1-9
   truth.json                                       generator settings, ground truth and the implied scores
 """
@@ -47,6 +48,7 @@ def _write_ct_and_labels(
             dicom_folder,
             series_description=f"CACScoring {prefix} phantom",
             kvp=ct.info.kvp,
+            slice_thickness=ct.info.slice_thickness_mm,  # overlapping slices: thicker than their spacing
             patient_id=ct.info.patient_id or "PHANTOM",
             study_uid=generate_uid(entropy_srcs=[uid_seed, "study"]),
             series_uid=generate_uid(entropy_srcs=[uid_seed, "series"]),
@@ -71,6 +73,9 @@ def write_thorax_case(
     files = _write_ct_and_labels(phantom.ct, phantom.labels, folder, "thorax", fmt, f"thorax-{phantom.seed}")
     if coca_xml:
         files["coca_xml"] = write_coca_xml(phantom.ct, phantom.labels, folder / "thorax_coca.xml")
+    if phantom.distractor_map is not None:
+        kinds = phantom.ct.with_array(phantom.distractor_map.astype(np.float32))
+        files["distractors"] = write_image(kinds, folder / "thorax_distractors.nii.gz")
     files["truth"] = _write_truth(phantom.truth(), files, folder)
     return files
 

@@ -62,6 +62,14 @@ class Grid:
         return tuple(axes)
 
 
+def resample_polyline(points: np.ndarray, step: float) -> np.ndarray:
+    """Points evenly spaced by arc length along a polyline."""
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    s = np.linspace(0.0, arc[-1], max(int(arc[-1] / step) + 1, 2))
+    return np.stack([np.interp(s, arc, points[:, i]) for i in range(3)], axis=1)
+
+
 def block_mean(samples: np.ndarray, supersample: int) -> np.ndarray:
     """Average blocks of supersample sub-voxel samples per axis (any number of axes) back to voxels."""
     if supersample == 1:
@@ -117,14 +125,15 @@ def cylinder_fraction(grid: Grid, centre_xyz, radius_mm: float, length_mm: float
     return box, (along[:, None, None] * disk[None]).astype(np.float32)
 
 
-def gaussian_sigma_voxels(grid: Grid, sigma_mm: float) -> tuple[float, float, float]:
-    """Isotropic Gaussian sigma in mm as (z, y, x) voxel sigmas."""
-    return tuple(float(sigma_mm) / grid.spacing[i] for i in (2, 1, 0))
+def gaussian_sigma_voxels(grid: Grid, sigma_mm) -> tuple[float, float, float]:
+    """Gaussian sigma in mm (one number, or (x, y, z) for an anisotropic one) as (z, y, x) voxel sigmas."""
+    sigma = np.broadcast_to(np.asarray(sigma_mm, dtype=np.float64), (3,))
+    return tuple(float(sigma[i]) / grid.spacing[i] for i in (2, 1, 0))
 
 
-def blur(image: np.ndarray, grid: Grid, sigma_mm: float) -> np.ndarray:
-    """Gaussian point spread function (isotropic sigma in mm); no-op for sigma 0."""
-    if sigma_mm <= 0:
+def blur(image: np.ndarray, grid: Grid, sigma_mm) -> np.ndarray:
+    """Gaussian point spread function (sigma in mm, isotropic or (x, y, z)); no-op for sigma 0."""
+    if np.max(sigma_mm) <= 0:
         return image
     return ndimage.gaussian_filter(image, gaussian_sigma_voxels(grid, sigma_mm), mode="nearest", truncate=3.0)
 

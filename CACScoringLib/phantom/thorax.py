@@ -19,6 +19,10 @@ the aortic wall. Labels are what a reader's click in scoring software gives: the
 (a region that also touches aortic calcium or bone, or holds plaques of two arteries, keeps the id on
 plaque voxels only). Aortic calcium and bone (also >= 130 HU) stay 0, which is what a segmentation model
 has to learn.
+
+Realistic options (off by default, docs/phantoms.md): a full-chest field of view and the chest's anatomy
+(chest.py), distractors that are bright but not coronary, all labelled 0 (distractors.py), and a random
+scanner acquisition (acquisition.py).
 """
 
 from __future__ import annotations
@@ -29,15 +33,19 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from ..labels import ARTERIES, LABEL_ID, votes_per_region
 from ..scoring import ScoreResult, ScoringParams, score_volume
 from ..volume import CTVolume, ScanInfo
-from . import render
+from . import acquisition as acq_mod
+from . import chest, render
+from . import distractors as distractor_mod
 
 AIR, FAT, EPICARDIAL_FAT, MUSCLE, LUNG, BLOOD, MYOCARDIUM, LIVER, DISC = (
     -1000.0, -100.0, -90.0, 45.0, -850.0, 40.0, 50.0, 60.0, 80.0,
 )  # fmt: skip
 CANCELLOUS_BONE = 250.0
+COSTAL_CARTILAGE = 90.0  # hyaline cartilage: denser than muscle, below the plaque-placement limit (100 HU)
 SCORING_THRESHOLD_HU = 130.0
 
 # Default plaque counts per artery (inclusive ranges); a case has no coronary calcium at all with
@@ -58,6 +66,11 @@ DEFAULT_DESCENDING_AORTA_CLEARANCE_MM = 5.0  # from its wall to the heart's epic
 PERIAORTIC_FAT_MM = 3.0
 MAX_BACKGROUND_HU = 100.0  # a plaque is only placed where nothing else nearby reaches this
 CURVE_STEP_MM = 0.3
+FIELDS_OF_VIEW = ("cardiac", "chest")
+P_CHEST_FIELD_OF_VIEW = 0.6  # field_of_view="random"
+CHEST_CENTRE_Z_MM = 5.0  # a chest grid's middle: neck and upper abdomen about equally far from the heart
+ANATOMY_FLOOR_Z_MM = -70.5  # the default grid's lowest slice, off which non-legacy lungs and liver hang
+PRESETS = {"realchest": {"field_of_view": "random", "distractors": "all", "acquisition": "random"}}
 
 
 @dataclass
@@ -90,10 +103,21 @@ class ThoraxPhantom:
     noise_hu: float
     blur_sigma_mm: float
     anatomy: dict = field(default_factory=dict)  # sampled anatomy parameters (mm, degrees)
+    distractors: list = field(default_factory=list)  # distractors.Distractor: bright, not coronary (label 0)
+    distractor_map: np.ndarray | None = None  # uint8: distractors.KIND_ID on each distractor's voxels
+    realism: dict | None = None  # field of view, distractor counts, acquisition; None for a legacy phantom
 
     def truth(self) -> dict:
         """JSON-ready ground truth: generator settings, calcifications and implied scores."""
+        extended = {}
+        if self.realism is not None:  # legacy phantoms keep their truth as it was
+            extended = {
+                **self.realism,
+                "distractor_kinds": distractor_mod.KIND_ID,
+                "distractors": [d.to_dict() for d in self.distractors],
+            }
         return {
+            **extended,
             "kind": "thorax",
             "seed": self.seed,
             "shape_zyx": list(self.ct.shape),
@@ -111,14 +135,6 @@ class ThoraxPhantom:
 def _unit(v) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64)
     return v / np.linalg.norm(v)
-
-
-def _resample(points: np.ndarray, step: float) -> np.ndarray:
-    """Points evenly spaced by arc length along a polyline."""
-    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
-    arc = np.concatenate([[0.0], np.cumsum(seg)])
-    s = np.linspace(0.0, arc[-1], max(int(arc[-1] / step) + 1, 2))
-    return np.stack([np.interp(s, arc, points[:, i]) for i in range(3)], axis=1)
 
 
 class _Heart:
@@ -235,7 +251,7 @@ def _coronary_tree(heart: _Heart, rng: np.random.Generator, root: np.ndarray, ao
     rca = np.concatenate([from_ostium(rca_groove[0])[:-1], rca_groove, pda[1:]])
     tree = {}
     for key, points in (("LM", lm), ("LAD", lad), ("LCX", lcx), ("RCA", rca)):
-        points = _resample(points, CURVE_STEP_MM)
+        points = render.resample_polyline(points, CURVE_STEP_MM)
         start, end = VESSEL_RADIUS_MM[key]
         tree[key] = (points, np.linspace(start, end, len(points)))
     return tree
@@ -258,11 +274,11 @@ def _paint_tube(image: np.ndarray, grid: render.Grid, points: np.ndarray, radii:
     image[hits[:, 2], hits[:, 1], hits[:, 0]] = value
 
 
-def _paint_vertical_tube(image, grid, zs, xs, ys, start, direction, radius, value, z_from=-np.inf):
-    """A straight tube of roughly vertical axis, painted slice by slice as discs (above z_from)."""
+def _paint_vertical_tube(image, grid, zs, xs, ys, start, direction, radius, value, z_from=-np.inf, z_to=np.inf):
+    """A straight tube of roughly vertical axis, painted slice by slice as discs (from z_from up to z_to)."""
     direction = _unit(direction)
     for k, z in enumerate(zs):
-        if z < z_from:
+        if z < z_from or z > z_to:
             continue
         centre = start + direction * (z - start[2]) / direction[2]
         box = grid.box((centre[0], centre[1], z), (radius, radius, 0.0))
@@ -294,7 +310,7 @@ def _render_blob(
     None when the blob misses the grid, lies on anything reaching MAX_BACKGROUND_HU (bone, calcium) or
     would need an implausible contrast (too small for the voxels).
     """
-    pad = int(np.ceil(3 * blur_sigma_mm / min(grid.spacing))) + 1
+    pad = int(np.ceil(3 * np.max(blur_sigma_mm) / min(grid.spacing))) + 1
     shape = render.ellipsoid_fraction(grid, centre, semi_axes, rotation, supersample=3)
     if shape is None:
         return None
@@ -346,8 +362,8 @@ def _measured(blobs, calcium_mask, image) -> list[Calcification]:
 
 def make_thorax_phantom(
     seed: int = 0,
-    shape=(48, 256, 256),
-    spacing=(0.8, 0.8, 3.0),
+    shape=None,
+    spacing=None,
     noise_hu: float | None = None,
     blur_sigma_mm: float = 0.6,
     n_plaques: dict | None = None,
@@ -358,10 +374,16 @@ def make_thorax_phantom(
     bifurcation_clearance_mm: float = DEFAULT_BIFURCATION_CLEARANCE_MM,
     descending_aorta_clearance_mm: float | None = DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
     compute_scores: bool = True,
+    field_of_view: str | None = None,
+    distractors=None,
+    acquisition=None,
+    metal_streaks: bool = True,
+    preset: str | None = None,
 ) -> ThoraxPhantom:
     """A random but anatomically plausible non-contrast cardiac CT with labelled coronary calcium.
 
-    shape (z, y, x), spacing (x, y, z) mm. noise_hu None draws the noise SD from 8-22 HU. n_plaques maps
+    shape (z, y, x), default (48, 256, 256); spacing (x, y, z) mm, default (0.8, 0.8, 3). noise_hu None draws
+    the noise SD from 8-22 HU. n_plaques maps
     artery -> (min, max) plaque count (default DEFAULT_N_PLAQUES). Plaque target peaks fall in
     plaque_peak_hu, spread over the four Agatston density bands; plaque semi-axes across the vessel lie in
     plaque_size_mm (up to twice as long along it). LAD and LCX plaques are centred at least
@@ -370,15 +392,60 @@ def make_thorax_phantom(
     moved away from the heart until its wall is descending_aorta_clearance_mm outside the epicardial fat (None:
     where it was drawn, overlapping the heart's posterior wall and distal RCA in some phantoms, as before this
     option).
+
+    Realistic options (docs/phantoms.md), all off by default, which keeps the phantoms of earlier versions
+    bit for bit: field_of_view "cardiac" (default), "chest" (neck to upper abdomen, with trachea, bronchi,
+    aortic arch, neck vessels, liver and stomach) or "random"; distractors "all" (random kinds and counts)
+    or a dict kind -> count of distractors.KINDS, all labelled 0; acquisition "random" or a dict of
+    acquisition.KEYS (the rest drawn), which then sets the grid, the kernel and the noise (shape and spacing
+    must be left out); metal_streaks False leaves the metal's streaks out; preset "realchest" sets all three
+    at random (explicit options win). Any of them also gives the chest's anatomy (arch, great vessels,
+    airways) in the scan's field of view.
     """
+    options = {"field_of_view": field_of_view, "distractors": distractors, "acquisition": acquisition}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InputError(f"unknown phantom preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        options = {**PRESETS[preset], **{key: value for key, value in options.items() if value is not None}}
+    # New draws come from their own stream, so that the default's draws (and phantoms) stay as they were.
+    extra = np.random.default_rng([seed, 15])
+    fov = options["field_of_view"] or "cardiac"
+    if fov == "random":
+        fov = "chest" if extra.uniform() < P_CHEST_FIELD_OF_VIEW else "cardiac"
+    if fov not in FIELDS_OF_VIEW:
+        raise InputError(f"unknown field of view {fov!r}: choose one of {', '.join(FIELDS_OF_VIEW)} or random")
+    kinds = distractor_mod.counts(options["distractors"], extra)
+    acq = None
+    if options["acquisition"] is not None and options["acquisition"] is not False:
+        if shape is not None or spacing is not None:
+            raise InputError("give either shape/spacing or an acquisition (it sets the grid), not both")
+        given = options["acquisition"]
+        if given in ("random", True):
+            given = {}
+        if not isinstance(given, dict):
+            raise InputError(f"acquisition must be 'random' or a dict of settings, not {given!r}")
+        acq = acq_mod.draw_acquisition(extra, fov, given)
+    legacy = fov == "cardiac" and acq is None and options["distractors"] in (None, False)
+
     rng = np.random.default_rng(seed)
     counts = {**DEFAULT_N_PLAQUES, **(n_plaques or {})}
     drawn_noise_hu = rng.uniform(8.0, 22.0)  # drawn either way: the anatomy does not depend on noise_hu
-    noise_hu = float(drawn_noise_hu if noise_hu is None else noise_hu)
-    grid = render.Grid.centred(shape, spacing, centre=(15.0, -5.0, 0.0))
+    if noise_hu is None:
+        noise_hu = acq["noise_hu"] if acq is not None else drawn_noise_hu
+    noise_hu = float(noise_hu)
+    psf = blur_sigma_mm
+    if acq is not None:
+        acq["noise_hu"] = noise_hu
+        grid = acq_mod.grid_of(acq, (15.0, -5.0))
+        psf = acq_mod.psf_sigma_mm(acq)
+    else:
+        centre_z = CHEST_CENTRE_Z_MM if fov == "chest" else 0.0
+        grid = render.Grid.centred(shape or (48, 256, 256), spacing or (0.8, 0.8, 3.0), centre=(15.0, -5.0, centre_z))
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
     nz = grid.shape[0]
     x2, y2 = xs[None, :], ys[:, None]
+    # Legacy phantoms hang lungs and liver off the grid's lowest slice; the others off the default's.
+    floor_z = zs[0] if legacy else ANATOMY_FLOOR_Z_MM
 
     # ---- body, lungs, liver (z-invariant outlines first, one slice repeated)
     body_a, body_b = rng.uniform(145.0, 165.0), rng.uniform(100.0, 115.0)
@@ -393,11 +460,11 @@ def make_thorax_phantom(
         side: ((x2 - side * body_a * 0.45) / (body_a * 0.34)) ** 2 + ((y2 - 8.0) / (body_b * 0.66)) ** 2
         for side in (-1, 1)
     }
-    lung_bottom = zs[0] + rng.uniform(-10.0, 20.0)
+    lung_bottom = floor_z + rng.uniform(-10.0, 20.0)
     taper = np.clip((zs - lung_bottom) / 40.0, 0.0, 1.0)[:, None, None]  # lungs narrow towards the diaphragm
     lungs = (lung_q[-1][None] <= taper) | (lung_q[1][None] <= taper)
     image[lungs] = LUNG
-    liver_centre = np.array([-45.0, 15.0, zs[0] - rng.uniform(5.0, 25.0)])
+    liver_centre = np.array([-45.0, 15.0, floor_z - rng.uniform(5.0, 25.0)])
     liver_box = grid.box(liver_centre, (95.0, 85.0, 60.0))
     if liver_box is not None:
         zb, yb, xb = liver_box
@@ -406,7 +473,7 @@ def make_thorax_phantom(
         ) ** 2 + ((zs[zb][:, None, None] - liver_centre[2]) / 60.0) ** 2 <= 1.0
         image[liver_box][liver] = LIVER
 
-    # ---- heart, aortas, coronaries
+    # ---- heart, aortas, coronaries (drawn first, painted below)
     scale = rng.uniform(0.88, 1.1)
     heart = _Heart(
         centre=(rng.uniform(15.0, 28.0), rng.uniform(-15.0, -5.0), rng.uniform(-12.0, 2.0)),
@@ -416,18 +483,9 @@ def make_thorax_phantom(
         elevation_deg=rng.uniform(25.0, 40.0),
     )
     epicardial_fat = rng.uniform(6.0, 10.0)
-    heart_box = grid.box(heart.centre, np.full(3, heart.a + epicardial_fat))
-    if heart_box is not None:
-        zb, yb, xb = heart_box
-        region = image[heart_box]
-        region[heart.local_q(xs[xb], ys[yb], zs[zb], epicardial_fat) <= 1.0] = EPICARDIAL_FAT
-        region[heart.local_q(xs[xb], ys[yb], zs[zb]) <= 1.0] = MYOCARDIUM
-        region[heart.local_q(xs[xb], ys[yb], zs[zb], -12.0, long_scale=0.75) <= 1.0] = BLOOD
-
     root = heart.centre + rng.uniform(-0.8, -0.7) * heart.a * heart.long + rng.uniform(5.0, 12.0) * heart.ant
     ascending_dir = (rng.uniform(-0.25, -0.05), rng.uniform(-0.2, 0.0), 1.0)
     ascending_r, descending_r = AORTA_RADIUS_MM
-    _paint_vertical_tube(image, grid, zs, xs, ys, root, ascending_dir, ascending_r, BLOOD, z_from=root[2])
     spine_y = body_b * rng.uniform(0.58, 0.64)
     vertebra_r = rng.uniform(15.0, 19.0)
     descending_start = np.array([vertebra_r + rng.uniform(5.0, 9.0), spine_y - rng.uniform(10.0, 16.0), 0.0])
@@ -445,9 +503,31 @@ def make_thorax_phantom(
             vertebra_r,
             zs,
         )
+    layout = None
+    ascending_top = descending_top = np.inf
+    if not legacy:
+        layout = chest.chest_layout(
+            extra, heart, root, _unit(ascending_dir), ascending_r, descending_start, _unit(descending_dir),
+            descending_r, spine_y, vertebra_r, body_b, fat,
+        )  # fmt: skip
+        ascending_top, descending_top = layout.ascending_top_z, layout.descending_top_z
+        chest.paint_soft_tissue(image, grid, layout, extra, lung_q, lung_bottom, (body_a, body_b), fat, spine_y)
+        chest.paint_airways(image, grid, layout)
+
+    heart_box = grid.box(heart.centre, np.full(3, heart.a + epicardial_fat))
+    if heart_box is not None:
+        zb, yb, xb = heart_box
+        region = image[heart_box]
+        region[heart.local_q(xs[xb], ys[yb], zs[zb], epicardial_fat) <= 1.0] = EPICARDIAL_FAT
+        region[heart.local_q(xs[xb], ys[yb], zs[zb]) <= 1.0] = MYOCARDIUM
+        region[heart.local_q(xs[xb], ys[yb], zs[zb], -12.0, long_scale=0.75) <= 1.0] = BLOOD
+    if layout is not None:
+        chest.paint_vessels(image, grid, layout)
+    _paint_vertical_tube(image, grid, zs, xs, ys, root, ascending_dir, ascending_r, BLOOD, z_from=root[2], z_to=ascending_top)
+    if descending_aorta_clearance_mm is not None:
         # Moved beside the vertebra it would lie in muscle of nearly its own HU: fat outlines it, as on CT.
-        _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r + PERIAORTIC_FAT_MM, FAT)
-    _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r, BLOOD)
+        _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r + PERIAORTIC_FAT_MM, FAT, z_to=descending_top)
+    _paint_vertical_tube(image, grid, zs, xs, ys, descending_start, descending_dir, descending_r, BLOOD, z_to=descending_top)
     for points, radii in tree.values():
         _paint_tube(image, grid, points, radii, BLOOD)
 
@@ -462,7 +542,8 @@ def make_thorax_phantom(
         (np.abs(x2) <= 3.5) & (y2 >= canal_y + 10.0) & (y2 <= canal_y + 32.0)
     )
     disc_period, disc_width = rng.uniform(26.0, 30.0), 5.0
-    in_disc = ((zs - rng.uniform(0.0, disc_period)) % disc_period) < disc_width
+    disc_phase = rng.uniform(0.0, disc_period)
+    in_disc = ((zs - disc_phase) % disc_period) < disc_width
     image[:, body_plane] = CANCELLOUS_BONE
     image[:, body_plane & (r_spine > vertebra_r - 2.0)] = cortical
     image[:, posterior] = cortical * 0.8
@@ -472,16 +553,19 @@ def make_thorax_phantom(
     image[disc] = DISC
     bone[disc] = False
 
+    # The sternum runs from the xiphoid up to the thoracic inlet (over the whole legacy grid).
+    sternum_z = slice(None) if layout is None else slice(*np.searchsorted(zs, [layout.xiphoid_z, layout.inlet_z]))
     sternum_y = -(body_b - fat - rng.uniform(6.0, 9.0))
     sternum_q = (x2 / 14.0) ** 2 + ((y2 - sternum_y) / 6.5) ** 2
-    image[:, sternum_q <= 1.0] = cortical * 0.85
-    image[:, (x2 / 11.5) ** 2 + ((y2 - sternum_y) / 4.0) ** 2 <= 1.0] = CANCELLOUS_BONE
-    bone[:, sternum_q <= 1.0] = True
+    image[sternum_z][:, sternum_q <= 1.0] = cortical * 0.85
+    image[sternum_z][:, (x2 / 11.5) ** 2 + ((y2 - sternum_y) / 4.0) ** 2 <= 1.0] = CANCELLOUS_BONE
+    bone[sternum_z][:, sternum_q <= 1.0] = True
 
     # Ribs: flat cross-sections (7 x 12 mm) below the chest wall surface, sloping down anteriorly.
     theta = np.arctan2(*np.broadcast_arrays(y2, x2))
     ellipse_radius = 1.0 / np.sqrt((np.cos(theta) / body_a) ** 2 + (np.sin(theta) / body_b) ** 2)
-    depth = (1.0 - np.sqrt(body_q)) * ellipse_radius - (fat + rng.uniform(5.0, 8.0))
+    rib_depth_offset = rng.uniform(5.0, 8.0)
+    depth = (1.0 - np.sqrt(body_q)) * ellipse_radius - (fat + rib_depth_offset)
     from_posterior = np.abs(np.angle(np.exp(1j * (theta - np.pi / 2)))) / np.pi  # 0 back .. 1 front
     ring = (np.abs(depth) <= 3.5) & (from_posterior >= 0.1) & (from_posterior <= 0.78)
     ring_y, ring_x = np.nonzero(ring)
@@ -494,28 +578,68 @@ def make_thorax_phantom(
     dz = z_rel - rib_period * np.round(z_rel / rib_period)
     in_rib = (dr[None] / 3.5) ** 2 + (dz / 6.0) ** 2 <= 1.0
     marrow = (dr[None] / 2.0) ** 2 + (dz / 4.5) ** 2 <= 1.0
+    if layout is not None:  # the first ribs reach the thoracic inlet
+        below_inlet = (zs <= layout.inlet_z + 3.0)[:, None]
+        in_rib, marrow = in_rib & below_inlet, marrow & below_inlet
     kz, kp = np.nonzero(in_rib)
     image[kz, ring_y[kp], ring_x[kp]] = rib_value
     bone[kz, ring_y[kp], ring_x[kp]] = True
     kz, kp = np.nonzero(marrow)
     image[kz, ring_y[kp], ring_x[kp]] = CANCELLOUS_BONE
+    if layout is not None:
+        # Costal cartilages continue the ribs' course from their anterior ends to the sternum's edge.
+        band = (np.abs(depth) <= 3.0) & (from_posterior > 0.78) & (from_posterior <= 0.95) & (np.abs(x2) > 14.0)
+        band_y, band_x = np.nonzero(band)
+        z_rel = zs[:, None] - (rib_phase - rib_drop * from_posterior[band_y, band_x])[None, :]
+        dz = z_rel - rib_period * np.round(z_rel / rib_period)
+        kz, kp = np.nonzero((depth[band_y, band_x][None] / 3.0) ** 2 + (dz / 5.0) ** 2 <= 1.0)
+        keep = zs[kz] <= layout.inlet_z
+        image[kz[keep], band_y[kp[keep]], band_x[kp[keep]]] = COSTAL_CARTILAGE
 
-    image = render.blur(image, grid, blur_sigma_mm)
+    scene = distractor_mod.Scene(
+        heart=heart, epicardial_fat=float(epicardial_fat), root=root, ascending_dir=_unit(ascending_dir),
+        ascending_r=ascending_r, tree=tree, layout=layout, z_range=(float(zs[0]), float(zs[-1])),
+        body_semi_axes=(float(body_a), float(body_b)), fat=float(fat), sternum_y=float(sternum_y),
+        rib={"drop": float(rib_drop), "period": float(rib_period), "phase": float(rib_phase), "depth_offset": float(rib_depth_offset)},
+        spine_xy=np.array([0.0, spine_y]), vertebra_r=float(vertebra_r),
+        disc={"period": float(disc_period), "phase": float(disc_phase), "width": disc_width},
+    )  # fmt: skip
+    found: list = []  # (Distractor, box, support) of every distractor drawn
+    metal_core = np.zeros(grid.shape, dtype=bool) if any(k in distractor_mod.METAL_KINDS for k in kinds) else None
+    if layout is not None:
+        chest.paint_neck_and_clavicles(image, bone, grid, layout, extra, (body_a, body_b), fat, sternum_y, cortical)
+        for _ in range(kinds.get("osteophyte", 0)):
+            found += _paint_osteophyte(image, bone, grid, scene, extra, cortical)
+        for kind in distractor_mod.METAL_KINDS:
+            for _ in range(kinds.get(kind, 0)):
+                found += _paint_metal(image, grid, scene, extra, kind, metal_core)
 
-    # ---- calcifications: aortic (label 0) first, then coronary plaques away from anything bright
+    image = render.blur(image, grid, psf)
+
+    # ---- calcifications: aortic (label 0) first, then distractors, then coronary plaques away from them all
     support_artery = np.zeros(grid.shape, dtype=np.uint8)
     aortic_support = np.zeros(grid.shape, dtype=bool)
+    distractor_support = np.zeros(grid.shape, dtype=bool)
+    for _item, box, support in found:  # metal's blooming and osteophytes: no plaque is placed on them
+        distractor_support[box] |= support
     ostia = [tree["LM"][0][0], tree["RCA"][0][0]]
 
     def place(centre, semi_axes, rotation, target):
         """Render a blob; None where it cannot reach its target or would touch bone or other calcium."""
-        rendered = _render_blob(image, grid, centre, semi_axes, rotation, target, blur_sigma_mm)
+        rendered = _render_blob(image, grid, centre, semi_axes, rotation, target, psf)
         if rendered is None:
             return None
         box, field, support, contrast, material = rendered
-        if (support_artery[box][support] > 0).any() or aortic_support[box][support].any():
+        if (support_artery[box][support] > 0).any() or aortic_support[box][support].any() or distractor_support[box][support].any():
             return None
         return box, field, contrast, material, support
+
+    def paint(placed, support_mask):
+        """Add a placed blob to the image and its support to support_mask; (box, material HU, support)."""
+        box, blob, contrast, material, support = placed
+        image[box] += contrast * blob
+        support_mask[box] |= support
+        return box, material, support
 
     aortic = []
     for _ in range(int(rng.integers(n_aortic_calcifications[0], n_aortic_calcifications[1] + 1))):
@@ -527,9 +651,10 @@ def make_thorax_phantom(
                 else (root, _unit(ascending_dir), ascending_r)
             )
             z_low = zs[1] if descending else max(zs[1], root[2])  # the ascending aorta starts at the root
-            if z_low >= zs[-2]:
+            z_high = min(zs[-2], descending_top if descending else ascending_top)
+            if z_low >= z_high:
                 continue
-            z = rng.uniform(z_low, zs[-2])
+            z = rng.uniform(z_low, z_high)
             axis_point = start + direction * (z - start[2]) / direction[2]
             angle = rng.uniform(0, 2 * np.pi)
             radial = np.array([math.cos(angle), math.sin(angle), 0.0])
@@ -544,14 +669,32 @@ def make_thorax_phantom(
             placed = place(centre, semi, rotation, target)
             if placed is None:
                 continue
-            box, blob, contrast, material, support = placed
-            image[box] += contrast * blob
-            aortic_support[box] |= support
+            box, material, support = paint(placed, aortic_support)
             blob_info = Calcification(
                 "aorta", 0, tuple(map(float, centre)), semi, target, float(material), None, 0
             )
             aortic.append((blob_info, box, support))
             break
+
+    for kind in distractor_mod.CALCIUM_KINDS:
+        for _ in range(kinds.get(kind, 0)):
+            for _attempt in range(20):
+                blobs = distractor_mod.propose(kind, extra, scene)
+                if blobs is None:
+                    break
+                placed_any = False
+                for centre, semi, rotation, target, site in blobs:  # one blob, or a ring's beads one by one
+                    if distractor_mod.coronary_distance(scene, centre[None]) < max(semi) + distractor_mod.CORONARY_CLEARANCE_MM:
+                        continue
+                    placed = place(centre, semi, rotation, target)
+                    if placed is None:
+                        continue
+                    box, _material, support = paint(placed, distractor_support)
+                    info = distractor_mod.Distractor(kind, tuple(map(float, centre)), tuple(map(float, semi)), float(target), site)
+                    found.append((info, box, support))
+                    placed_any = True
+                if placed_any:
+                    break
 
     bands = [(max(lo, plaque_peak_hu[0]), min(hi, plaque_peak_hu[1])) for lo, hi in AGATSTON_PEAK_BANDS_HU]
     bands = [band for band in bands if band[0] < band[1]]
@@ -597,14 +740,31 @@ def make_thorax_phantom(
             plaques.append((blob_info, box, support))
             break
 
-    render.add_noise(image, noise_hu, rng)
+    streaks = []
+    if acq is not None:
+        if acq["motion_mm"] > 0:
+            _cardiac_motion(image, grid, heart, epicardial_fat, acq["motion_mm"], extra)
+        if acq["kernel"] == "sharp":
+            acq_mod.sharpen(image, grid)
+    if metal_core is not None and metal_streaks:
+        streak_rng = np.random.default_rng([seed, 15, 1])  # its own stream: streaks on or off change nothing else
+        for k in np.nonzero(metal_core.any(axis=(1, 2)))[0]:
+            streaks.append((int(k), *acq_mod.metal_streaks(image[k], grid, metal_core[k], streak_rng)))
+    if acq is None:
+        render.add_noise(image, noise_hu, rng)
+    else:
+        image += acq_mod.textured_noise(image.shape, grid, noise_hu, acq["kernel"], rng)
+        image += np.float32(acq["offset_hu"])
+    if not legacy:
+        np.clip(image, *acq_mod.CT_RANGE_HU, out=image)
     np.rint(image, out=image)  # whole HU, as scanners store them (NIfTI and DICOM then agree exactly)
     calcified = image >= SCORING_THRESHOLD_HU
-    labels = _lesion_labels(calcified, support_artery, aortic_support | bone)
+    other = aortic_support | bone | distractor_support
+    labels = _lesion_labels(calcified, support_artery, other)
     aortic_calcium_mask = calcified & aortic_support
 
     info = ScanInfo(
-        slice_thickness_mm=grid.spacing[2],
+        slice_thickness_mm=acq["thickness_mm"] if acq is not None else grid.spacing[2],
         slice_increment_mm=grid.spacing[2],
         kvp=120.0,
         manufacturer="CACScoring phantom",
@@ -632,6 +792,28 @@ def make_thorax_phantom(
         "spine_centre_mm": [0.0, float(spine_y)],
         "vertebral_body_radius_mm": float(vertebra_r),
     }
+    distractor_map = None
+    realism = None
+    if not legacy:
+        anatomy["coronary_ostia_mm"] = [o.tolist() for o in ostia]
+        anatomy["coronary_bifurcation_mm"] = tree["LAD"][0][0].tolist()  # where LM divides into LAD and LCX
+        anatomy["chest"] = layout.to_dict()
+        anatomy["sternum_y_mm"] = float(sternum_y)
+        anatomy["ribs"] = scene.rib
+        anatomy["discs"] = scene.disc
+        distractor_map = np.zeros(grid.shape, dtype=np.uint8)
+        for item, box, support in found:
+            region = distractor_map[box]
+            region[support & (region == 0)] = distractor_mod.KIND_ID[item.kind]
+        realism = {
+            "field_of_view": fov,
+            "distractor_counts": kinds,
+            "acquisition": acq,
+            "metal_streaks": [
+                {"slice": k, "centre_xy_mm": [x, y], "angles_rad": angles, "amplitudes_hu": amplitudes}
+                for k, x, y, angles, amplitudes in streaks
+            ],
+        }
     scores = score_volume(ct, labels, ScoringParams()) if compute_scores else None
     return ThoraxPhantom(
         ct=ct,
@@ -643,6 +825,73 @@ def make_thorax_phantom(
         aortic_calcium_mask=aortic_calcium_mask,
         seed=seed,
         noise_hu=noise_hu,
-        blur_sigma_mm=float(blur_sigma_mm),
+        blur_sigma_mm=float(np.max(psf)),
         anatomy=anatomy,
+        distractors=_measured(found, calcified, image),
+        distractor_map=distractor_map,
+        realism=realism,
     )
+
+
+def _paint_osteophyte(image, bone, grid, scene, rng, cortical) -> list:
+    """A bony spur at a vertebral body's endplate rim, painted as bone (with partial volume) before the
+    scanner blur; drawn again where it would miss every slice."""
+    for _attempt in range(10):
+        ((centre, semi, rotation, _, _),) = distractor_mod.propose("osteophyte", rng, scene)
+        shape = render.ellipsoid_fraction(grid, centre, semi, rotation)
+        if shape is None:
+            continue
+        box, fraction = shape
+        fraction = np.where(bone[box], 0.0, fraction)  # on the vertebra's rim, not inside it
+        spur = fraction >= 0.25
+        if not spur.any():
+            continue
+        region = image[box]
+        region += fraction * (np.float32(cortical * 0.8) - region)
+        bone[box] |= spur
+        return [(distractor_mod.Distractor("osteophyte", tuple(map(float, centre)), tuple(map(float, semi)), None), box, spur)]
+    return []
+
+
+def _paint_metal(image, grid, scene, rng, kind, metal_core) -> list:
+    """Metal splatted onto the voxels it passes through (its volume spread over theirs) before the blur."""
+    for _attempt in range(10):
+        path = distractor_mod.metal_path(kind, rng, scene)
+        if path is None:
+            return []
+        points, volume = path
+        if kind != "stent" and distractor_mod.coronary_distance(scene, points) < distractor_mod.CORONARY_CLEARANCE_MM:
+            continue
+        index = np.rint(grid.to_index(points)).astype(int)
+        inside = np.all((index >= 0) & (index < np.array(grid.shape[::-1])), axis=1)
+        if not inside.any():
+            return []
+        voxel_volume = float(np.prod(grid.spacing))
+        k, j, i = index[inside, 2], index[inside, 1], index[inside, 0]
+        np.add.at(image, (k, j, i), np.float32(distractor_mod.METAL_HU * volume / voxel_volume))
+        metal_core[k, j, i] = True
+        lo, hi = np.array([k.min(), j.min(), i.min()]), np.array([k.max(), j.max(), i.max()]) + 1
+        pad = np.array([1, 3, 3])
+        start = np.maximum(lo - pad, 0)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, np.minimum(hi + pad, grid.shape), strict=True))
+        own = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+        own[k - start[0], j - start[1], i - start[2]] = True
+        support = ndimage.binary_dilation(own, np.ones((3, 7, 7), bool))  # its voxels and the blur's reach
+        half = (points.max(axis=0) - points.min(axis=0)) / 2
+        centre = (points.max(axis=0) + points.min(axis=0)) / 2
+        return [(distractor_mod.Distractor(kind, tuple(map(float, centre)), tuple(map(float, half)), None), box, support)]
+    return []
+
+
+def _cardiac_motion(image, grid, heart: _Heart, epicardial_fat, length_mm, rng) -> None:
+    """A non-gated scan: the heart (and its calcium) smeared along a random in-plane direction."""
+    margin = epicardial_fat + 10.0
+    # The box leaves room for the weight's tail and the shift, which wraps round at its edges.
+    box = grid.box(heart.centre, np.full(3, heart.a + margin + 12.0 + length_mm))
+    if box is None:
+        return
+    zb, yb, xb = box
+    xs, ys, zs = grid.axis(0)[xb], grid.axis(1)[yb], grid.axis(2)[zb]
+    weight = (heart.local_q(xs, ys, zs, margin) <= 1.0).astype(np.float32)
+    weight = ndimage.gaussian_filter(weight, render.gaussian_sigma_voxels(grid, 4.0))
+    acq_mod.motion_blur(image, grid, box, weight, length_mm, rng.uniform(0.0, math.pi))

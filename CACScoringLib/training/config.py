@@ -39,8 +39,8 @@ DEFAULTS: dict = {
         "phantom": {
             "train_seeds": [0, 8],  # range(start, stop)
             "val_seeds": [1000, 1002],
-            "shape": [32, 128, 128],  # (z, y, x)
-            "options": {},
+            "shape": [32, 128, 128],  # (z, y, x); null with options.acquisition (it sets the grid)
+            "options": {},  # make_thorax_phantom keywords, e.g. {preset: realchest} (docs/phantoms.md)
         },
         "hu_window": [-200.0, 1300.0],  # scaled to [0, 1] and clipped
         "patch_size": [96, 96],  # array order: (y, x) in 2D, (z, y, x) in 3D

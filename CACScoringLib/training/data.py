@@ -91,8 +91,14 @@ def phantom_heart_mask(phantom) -> np.ndarray:
 def phantom_case(seed: int, shape, options: dict, with_heart: bool = False) -> Case:
     """The generated thorax phantom of one seed; each phantom is its own patient."""
     from ..phantom import make_thorax_phantom
+    from ..phantom.thorax import SCORING_THRESHOLD_HU
 
-    phantom = make_thorax_phantom(seed=seed, shape=tuple(shape), compute_scores=True, **options)
+    # shape null: the options' acquisition sets the grid (make_thorax_phantom refuses both)
+    grid = {} if shape is None else {"shape": tuple(shape)}
+    phantom = make_thorax_phantom(seed=seed, compute_scores=True, **grid, **options)
+    lookalikes = phantom.aortic_calcium_mask
+    if phantom.distractor_map is not None:  # valve, nodes, costal, metal ... : calcium that is not coronary
+        lookalikes = lookalikes | ((phantom.distractor_map > 0) & (phantom.ct.array >= SCORING_THRESHOLD_HU))
     return Case(
         id=f"phantom-{seed}",
         patient_id=f"phantom-{seed}",
@@ -101,7 +107,7 @@ def phantom_case(seed: int, shape, options: dict, with_heart: bool = False) -> C
         spacing=tuple(phantom.ct.spacing),
         reference_scores={key: {"agatston": float(v.agatston)} for key, v in phantom.scores.arteries.items()},
         heart_mask=phantom_heart_mask(phantom) if with_heart else None,
-        lookalikes=phantom.aortic_calcium_mask.astype(np.uint8),
+        lookalikes=lookalikes.astype(np.uint8),
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from torch import nn
 from .. import __version__
 from ..errors import InputError
 from .networks import build_network, validate_config
+from .registry import SHA256_HEX
 
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
@@ -36,7 +36,6 @@ CHECKSUM_FILE = "checksums.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_DICT_FILE = "model.pt"
 COMPONENT_NAMES = ("heart_roi", "fp_classifier", "lesion_classifier")
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass

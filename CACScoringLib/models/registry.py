@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..resources import resources_dir
-from .package import SHA256_HEX
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a SHA-256 as hex; the package module (torch) is loaded only to install
 
 REGISTRY_FILE = "models.json"
 REQUIRED_KEYS = ("id", "title", "dims", "sha256", "version")

@@ -69,12 +69,18 @@ def test_bad_values(override, message):
         ("export.version=1.0", "export.version=1.0 must be a plain name .*quote a version"),
         ("export.model_id=../../x", "export.model_id='../../x' must be a plain name"),
         ("output_dir=", "output_dir=None must be a non-empty text"),
+        ("data.phantom.shape=[48, 256]", r"data.phantom.shape=\[48, 256\] must be a list of 3 whole sizes .* or null"),
     ],
 )
 def test_values_are_checked_for_type_and_range_before_anything_runs(override, message):
     with pytest.raises(InputError, match=message) as caught:
         load_config(None, ["data.source=phantom", override])
     assert "\n" not in str(caught.value) and "fix the config" in str(caught.value)
+
+
+def test_phantom_shape_may_be_null_when_an_acquisition_sets_the_grid():
+    overrides = ["data.source=phantom", "data.phantom.shape=null", "data.phantom.options={preset: realchest}"]
+    assert load_config(None, overrides)["data"]["phantom"]["shape"] is None
 
 
 def test_output_dir_that_is_a_file_or_under_one_is_refused(tmp_path):

@@ -218,7 +218,7 @@ VALUE_KINDS = {
     "data.manifest": _optional(TEXT),
     "data.phantom.train_seeds": SEEDS,
     "data.phantom.val_seeds": SEEDS,
-    "data.phantom.shape": _numbers(3, COUNT[0], "whole sizes >= 1 (z, y, x)"),
+    "data.phantom.shape": _optional(_numbers(3, COUNT[0], "whole sizes >= 1 (z, y, x)")),  # null: the acquisition sets the grid
     "data.hu_window": _numbers(2, NUMBER[0], "numbers [low, high]"),
     "data.patch_size": PATCH,
     "data.samples_per_image": COUNT,

@@ -319,3 +319,16 @@ def test_a_volume_with_impossible_spacing_is_refused_where_it_is_made(spacing):
     hu, labels = single_lesion(250.0)[0].array, single_lesion(250.0)[1]
     with pytest.raises(InputError, match=r"spacing .*(positive finite number|not three numbers)"):
         score_volume(make_ct(hu, spacing=spacing), labels)
+
+
+def test_update_slices_takes_whole_new_slices_and_refuses_unsorted_or_misshapen_ones():
+    ct, labels = single_lesion(250.0)
+    scorer = IncrementalScorer(ct, labels)
+    z = int(np.flatnonzero(labels.any(axis=(1, 2)))[0])
+    with pytest.raises(InputError, match="sorted, unique"):
+        scorer.update_slices([z, z], labels[[z, z]])
+    with pytest.raises(InputError, match="label slices given"):
+        scorer.update_slices([z], labels[z])  # one slice without its slice axis
+    assert scorer.labels[z].any()
+    assert scorer.update_slices([z], np.zeros_like(labels[[z]])).total.agatston == 0.0
+    assert scorer.update_slices([z], labels[[z]]).to_dict() == score_volume(ct, labels).to_dict()

@@ -175,6 +175,80 @@ def test_live_scores_after_editor_strokes_equal_a_full_recompute(loaded_case, sc
     assert live.total.agatston == pytest.approx(24.0)
 
 
+def _no_merged_export(*args):
+    raise AssertionError("the merged export was used: the one-layer path was expected")
+
+
+def test_strokes_read_from_the_shared_layer_equal_a_full_recompute(loaded_case, scene_logic, monkeypatch):
+    import slicer
+
+    ct, labels, volume_node, segmentation_node = loaded_case
+    segmentation = segmentation_node.GetSegmentation()
+    assert len({segmentation.GetLayerIndex(key) for key in ARTERIES}) == 1  # as the editor keeps them
+    monkeypatch.setattr(scene_logic, "labels_from_segmentation", _no_merged_export)
+    merge, erase = slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MASK, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MIN
+    expected = labels.copy()
+
+    far = np.zeros(labels.shape, bool)
+    far[5, 36:39, 44:47] = True  # past every lesion so far: the layer's extent grows
+    ct_hu = scene_logic.ct.array
+    _paint(segmentation_node, volume_node, "LM", far, merge)
+    expected[far] = LABEL_ID["LM"]
+    assert scene_logic.rescore().to_dict() == score_volume(scene_logic.ct, expected, scene_logic.scorer.params,
+                                                           scene_logic.scorer.contrast).to_dict()
+    rca = labels == LABEL_ID["RCA"]
+    _paint(segmentation_node, volume_node, "RCA", ~rca, erase)  # the whole RCA lesion erased: the extent shrinks
+    expected[rca] = 0
+    live = scene_logic.rescore()
+    assert live.to_dict() == score_volume(scene_logic.ct, expected, scene_logic.scorer.params,
+                                          scene_logic.scorer.contrast).to_dict()
+    assert live.arteries["RCA"].agatston == 0.0 and live.arteries["LAD"].agatston == pytest.approx(21.0)
+    np.testing.assert_array_equal(scene_logic.scorer.labels, expected)
+    assert ct_hu[5, 36:39, 44:47].max() < 130  # the painted LM voxels are not calcium: no LM score
+    assert live.arteries["LM"].agatston == 0.0
+    assert scene_logic.rescore().to_dict() == live.to_dict()  # nothing changed since: nothing rescored
+
+
+def test_segments_in_separate_layers_overlap_as_in_the_merged_export(loaded_case, scene_logic, monkeypatch):
+    import slicer
+
+    ct, labels, volume_node, segmentation_node = loaded_case
+    segmentation = segmentation_node.GetSegmentation()
+    merged_export = scene_logic.labels_from_segmentation
+    segmentation.SeparateSegmentLabelmap("LAD")  # as overlapping segments are stored
+    assert segmentation.GetLayerIndex("LAD") != segmentation.GetLayerIndex("RCA")
+    overlap = np.zeros(labels.shape, bool)
+    overlap[1, 29:35, 4:9] = True  # LAD painted over the RCA lesion: RCA, later in the contract, wins there
+    overlap[3, 29:34, 35:41] = True  # and over the unlabelled calcium, which becomes LAD
+    _paint(segmentation_node, volume_node, "LAD", overlap, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MASK)
+    assert segmentation.GetLayerIndex("LAD") != segmentation.GetLayerIndex("RCA")
+    monkeypatch.setattr(scene_logic, "labels_from_segmentation", _no_merged_export)
+    live = scene_logic.rescore()
+    expected = merged_export(segmentation_node, volume_node)
+    assert (expected[1, 30:34, 5:8] == LABEL_ID["RCA"]).all() and (expected[3, 30:33, 36:40] == LABEL_ID["LAD"]).all()
+    np.testing.assert_array_equal(scene_logic.scorer.labels, expected)
+    assert live.to_dict() == score_volume(scene_logic.ct, expected, scene_logic.scorer.params,
+                                          scene_logic.scorer.contrast).to_dict()
+    assert live.arteries["RCA"].agatston == pytest.approx(3.0)
+    assert live.arteries["LAD"].agatston == pytest.approx(21.0 + 9.0)  # + 12 px = 3 mm² at 320 HU, weight 3
+
+
+def test_a_segmentation_off_the_ct_grid_is_read_through_the_merged_export(loaded_case, scene_logic):
+    import vtk
+
+    ct, labels, volume_node, segmentation_node = loaded_case
+    image = segmentation_node.GetSegmentation().GetSegment("LAD").GetRepresentation("Binary labelmap")
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    matrix.SetElement(0, 3, matrix.GetElement(0, 3) + 0.25)  # half a voxel off the CT's grid
+    image.SetImageToWorldMatrix(matrix)
+    used = []
+    original = scene_logic.labels_from_segmentation
+    scene_logic.labels_from_segmentation = lambda *args: used.append(True) or original(*args)
+    scene_logic.rescore()
+    assert used
+
+
 def test_score_and_lesion_tables_follow_the_result(loaded_case, scene_logic):
     parameter_node = scene_logic.parameter_node()
     scores = parameter_node.GetNodeReference("scoreTable")

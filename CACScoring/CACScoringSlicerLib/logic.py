@@ -50,6 +50,61 @@ class ScoringOptions:
         return preset(self.preset).with_(**self.scoring_overrides)
 
 
+def _bounding_box(labels: np.ndarray):
+    """((z0, z1), (y0, y1), (x0, x1)) half-open around the labelled voxels; None when there are none."""
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(labels.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append((int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def _union(a, b):
+    if a is None or b is None:
+        return a or b
+    return tuple((min(p[0], q[0]), max(p[1], q[1])) for p, q in zip(a, b, strict=True))
+
+
+def _artery_layers(segmentation_node, volume_node):
+    """[(image, lookup)] for the binary-labelmap layers holding the artery segments, when each lies on the CT's
+    own voxel grid (as the Segment Editor keeps them): the layer's image and a table from its label values to
+    artery ids (other segments sharing the layer map to 0). None otherwise: the merged export then reads them."""
+    segmentation = segmentation_node.GetSegmentation()
+    labelmap = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    present = [key for key in ARTERIES if segmentation.GetSegment(key)]
+    if segmentation.GetSourceRepresentationName() != labelmap:
+        return None
+    ijk_to_ras = geometry.ijk_to_ras(volume_node)
+    dimensions = volume_node.GetImageData().GetDimensions()
+    layers = {}
+    for key in present:
+        image = segmentation.GetSegment(key).GetRepresentation(labelmap)
+        if image is None:
+            return None
+        if segmentation.GetLayerIndex(key) not in layers:
+            matrix = vtk.vtkMatrix4x4()
+            image.GetImageToWorldMatrix(matrix)
+            if not np.allclose(geometry.matrix_to_numpy(matrix), ijk_to_ras, rtol=0.0, atol=1e-6):
+                return None
+            extent = image.GetExtent()
+            if not _empty(extent):
+                scalars = image.GetPointData().GetScalars()
+                if min(extent[::2]) < 0 or any(extent[2 * a + 1] >= dimensions[a] for a in range(3)):
+                    return None
+                if scalars is None or scalars.GetNumberOfComponents() != 1 or scalars.GetDataType() not in (
+                    vtk.VTK_UNSIGNED_CHAR, vtk.VTK_UNSIGNED_SHORT):
+                    return None
+            layers[segmentation.GetLayerIndex(key)] = (image, np.zeros(65536, np.uint8))
+        layers[segmentation.GetLayerIndex(key)][1][segmentation.GetSegment(key).GetLabelValue()] = LABEL_ID[key]
+    return list(layers.values())
+
+
+def _empty(extent) -> bool:
+    return extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]
+
+
 def labels_digest(labels: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
 
@@ -67,6 +122,7 @@ class CACScoringSceneLogic:
         self.on_segmentation_changed = None  # callable(), e.g. the widget's throttle timer
         self._observed = []  # (object, tag)
         self._writing = False
+        self._labelled_box = None  # ((z0, z1), (y0, y1), (x0, x1)) holding every label the scorer has; None: none
 
     # --- parameter node (same singleton node Slicer's ScriptedLoadableModuleLogic uses) ---
 
@@ -194,6 +250,7 @@ class CACScoringSceneLogic:
         labels = self.labels_from_segmentation(segmentation_node, volume_node)
         params = params or ScoringParams()
         self.scorer = IncrementalScorer(self.ct, labels, params, check_contrast(self.ct, params))
+        self._labelled_box = _bounding_box(labels)
         segmentation = segmentation_node.GetSegmentation()
         for event in _SEGMENTATION_EVENTS:
             tag = segmentation.AddObserver(getattr(slicer.vtkSegmentation, event), self._on_segmentation_event)
@@ -236,13 +293,48 @@ class CACScoringSceneLogic:
         """Rescore the slices that changed since the last call (equal to a full recompute)."""
         if self.scorer is None:
             raise InputError("no scoring session: run Apply or select a segmentation first")
-        labels = self.labels_from_segmentation(self.segmentation_node, self.volume_node)
-        changed = np.flatnonzero((labels != self.scorer.labels).any(axis=(1, 2)))
-        result = self.scorer.update(labels, changed)
+        layers = _artery_layers(self.segmentation_node, self.volume_node)
+        if layers is None:
+            labels = self.labels_from_segmentation(self.segmentation_node, self.volume_node)
+            changed = np.flatnonzero((labels != self.scorer.labels).any(axis=(1, 2)))
+            result = self.scorer.update(labels, changed)
+            self._labelled_box = _bounding_box(labels)
+        else:
+            changed, result = self._rescore_from_layers(layers)
         self.stale = False
         if changed.size:
             self.update_tables()
         return result
+
+    def _rescore_from_layers(self, layers) -> tuple[np.ndarray, ScoreResult]:
+        """Compare only the layers' extents and where labels were before (elsewhere both are background): a
+        stroke on a 300-slice CT then costs the extents, not the whole label map (bench_slicer_rescore.py)."""
+        boxes = []
+        for image, _ in layers:
+            x0, x1, y0, y1, z0, z1 = image.GetExtent()
+            boxes.append(None if _empty((x0, x1, y0, y1, z0, z1)) else ((z0, z1 + 1), (y0, y1 + 1), (x0, x1 + 1)))
+        layers_box = None
+        for box in boxes:
+            layers_box = _union(layers_box, box)
+        region = _union(layers_box, self._labelled_box)
+        if region is None:
+            return np.zeros(0, np.int64), self.scorer.result
+        new = np.zeros(tuple(hi - lo for lo, hi in region), np.uint8)
+        for (image, lookup), box in zip(layers, boxes, strict=True):
+            if box is not None:
+                inside = tuple(slice(lo - r_lo, hi - r_lo) for (lo, hi), (r_lo, _) in zip(box, region, strict=True))
+                # Where segments of several layers overlap the later artery wins, as in the merged export: ids
+                # follow ARTERIES' order, so that is the largest id.
+                np.maximum(new[inside], lookup[geometry.image_array(image)], out=new[inside])
+        (rz0, _), (ry0, ry1), (rx0, rx1) = region
+        old = self.scorer.labels[tuple(slice(lo, hi) for lo, hi in region)]
+        in_region = np.flatnonzero((new != old).any(axis=(1, 2)))
+        changed = in_region + rz0
+        slices = self.scorer.labels[changed]  # a copy: fancy indexing
+        slices[:, ry0:ry1, rx0:rx1] = new[in_region]
+        result = self.scorer.update_slices(changed, slices)
+        self._labelled_box = layers_box  # everything outside the layers is background now
+        return changed, result
 
     # --- tables shown in the panel (MRML table nodes, saved with the scene) ---
 

@@ -484,10 +484,22 @@ class IncrementalScorer:
             changed = np.unique(np.array(_slice_indices(changed_slices), dtype=np.int64))
             if changed.size and (changed[0] < 0 or changed[-1] >= labels.shape[0]):
                 raise InputError(f"changed slice outside 0-{labels.shape[0] - 1}: {changed.tolist()}")
+        return self.update_slices(changed, labels[changed])
+
+    def update_slices(self, changed_slices, new_slices: np.ndarray) -> ScoreResult:
+        """Rescore after an edit given as the changed slices' indices (sorted, unique) and their whole new
+        label slices, (n, rows, columns): what a caller that knows where the edit was need not copy out."""
+        changed = np.asarray(changed_slices, dtype=np.int64)
+        if new_slices.shape != (changed.size, *self._labels.shape[1:]):
+            raise InputError(f"{new_slices.shape} label slices given for {changed.size} slices of "
+                             f"{self._labels.shape[1:]}")
+        if changed.size and (changed[0] < 0 or changed[-1] >= self._labels.shape[0] or (np.diff(changed) <= 0).any()):
+            raise InputError(f"changed slices must be sorted, unique and within 0-{self._labels.shape[0] - 1}: "
+                             f"{changed.tolist()}")
         if changed.size == 0:
             return self.result
-        self._labels[changed] = _label_values(labels[changed])
-        slice_size = labels.shape[1] * labels.shape[2]
+        self._labels[changed] = _label_values(new_slices)
+        slice_size = self._labels.shape[1] * self._labels.shape[2]
         parts = [self._slab.without_slices(changed, slice_size)]
         parts += [_score_slices(self._hu, self._labels, int(z), int(z) + 1, self._ctx) for z in changed]
         self._slab = _Slab.merged(parts)

@@ -97,3 +97,17 @@ def test_real_chest_ct_lung1_region_stops_below_the_neck_and_hila():
     # hila and aortic arch above slice 16, the neck above 35 (read off the images).
     assert z0 <= 2 and 14 <= z1 <= 17
     assert 20.0 < heart.blood_pool_hu < 60.0 and not assess_contrast(ct, heart=heart).enhanced
+
+
+def test_clear_outside_zeroes_labels_on_coarse_voxels_outside_only():
+    from CACScoringLib.anatomy import HeartRegion
+
+    mask = np.zeros((2, 3, 3), bool)
+    mask[1, 1, 1] = True  # CT voxels z 2-3, y 2-3, x 2-3 with steps (2, 2, 2)
+    heart = HeartRegion(mask, (2, 2, 2), (4, 6, 6), blood_pool_hu=40.0)
+    labels = np.zeros((4, 6, 6), np.uint8)
+    labels[1:4, 2, 2:5] = 3  # 9 voxels; inside: z 2-3 at x 2-3 = 4 voxels
+    assert heart.clear_outside(labels, depth=3) == 5  # slabs that cut the coarse grid
+    expected = np.zeros_like(labels)
+    expected[2:4, 2, 2:4] = 3
+    np.testing.assert_array_equal(labels, expected)

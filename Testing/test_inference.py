@@ -123,7 +123,8 @@ def test_labels_on_ct_grid_with_roi_pasted_back(dims, tmp_path):
 def test_coarser_inference_spacing_keeps_large_lesions():
     ct = thorax()
     ct.array[4:7, 40:50, 40:50] = 900.0  # 15 x 15 mm plate, larger than the 3 mm inference pixels
-    seg = segment(ct, package(NearestCentre(), 2, inplane=3.0), device="cpu")
+    # The whole image: a plate this size in the toy's mediastinum would bend its heart region.
+    seg = segment(ct, package(NearestCentre(), 2, inplane=3.0), device="cpu", roi="whole")
     assert seg.labels.shape == ct.shape
     plate = np.zeros(ct.shape, bool)
     plate[4:7, 40:50, 40:50] = True
@@ -353,8 +354,11 @@ def test_candidates_are_kept_whole_or_dropped_by_majority():
 
 
 def test_candidates_cut_by_the_roi_edge_are_judged_whole(monkeypatch):
+    from CACScoringLib.inference import pipeline
+
     ct = thorax()
     box_only(monkeypatch)  # the crop's edge alone: the heart region's own filter is tested on its own
+    monkeypatch.setattr(pipeline, "MAX_AERATED_SHARE", 1.0)  # the toy's crop edge lies in its lung
     (_, _), (y0, y1), (x0, x1) = heart_roi_heuristic(ct).bounds
     # Outside the ROI the network sees nothing, so a candidate's voxels there count as not called.
     ct.array[8, y0 + 5, x1 - 3 : x1 + 9] = 300.0  # a rib end: 3 of its 12 voxels inside the ROI, 25% called
@@ -363,6 +367,35 @@ def test_candidates_cut_by_the_roi_edge_are_judged_whole(monkeypatch):
     assert seg.roi.bounds[1:] == ((y0, y1), (x0, x1))
     assert not seg.labels[8, y0 + 5].any()  # not a 3-voxel lesion cut off at the crop's edge
     assert (seg.labels[8, y0 + 9, x1 - 8 : x1 + 2] == LABEL_ID["LM"]).all()  # whole, past the edge too
+
+def test_heart_region_drops_candidates_mostly_outside_and_clears_the_rest_past_its_edge(monkeypatch):
+    from CACScoringLib.anatomy import HeartRegion
+    from CACScoringLib.inference import pipeline
+    from CACScoringLib.inference.roi import RegionOfInterest
+
+    ct = thorax()
+    inside = np.zeros(ct.shape, bool)
+    inside[:, :, :46] = True  # the heart region: x < 46 on the CT grid
+    heart = HeartRegion(inside, (1, 1, 1), ct.shape, blood_pool_hu=40.0)
+    whole = tuple((0, n) for n in ct.shape)
+    monkeypatch.setattr(pipeline, "heart_roi_heuristic", lambda ct: RegionOfInterest(whole, "heuristic", heart=heart))
+    ct.array[8, 60, 40:48] = 300.0  # 6 of 8 voxels inside: kept, its 2 voxels past the edge cleared
+    ct.array[8, 70, 43:50] = 300.0  # 3 of 7 inside: mostly outside, dropped whole
+    labels = segment(ct, package(NearestCentre()), device="cpu").labels
+    assert (labels[8, 60, 40:46] == LABEL_ID["LM"]).all() and not labels[8, 60, 46:48].any()
+    assert not labels[8, 70].any()
+    assert not labels[~inside].any()
+
+
+def test_a_calcification_half_in_lung_is_not_coronary(monkeypatch):
+    from CACScoringLib.inference import pipeline
+
+    ct = thorax()
+    ct.array[5, 47:49, 62:64] = 600.0  # on the right lung's medial border (lung from x 64 at y 48)
+    assert (segment(ct, package(NearestCentre()), roi="whole", device="cpu").labels[5, 47:49, 62:64] == 0).all()
+    monkeypatch.setattr(pipeline, "MAX_AERATED_SHARE", 1.0)
+    assert segment(ct, package(NearestCentre()), roi="whole", device="cpu").labels[5, 47:49, 62:64].all()
+
 
 def box_only(monkeypatch) -> None:
     """The heuristic ROI's box without its heart region, so that no candidate is dropped as outside the heart."""

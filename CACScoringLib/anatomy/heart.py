@@ -69,6 +69,16 @@ class HeartRegion:
             result.append((int(present[0] * step), int(min(size, (present[-1] + 1) * step))))
         return tuple(result)
 
+    def clear_outside(self, labels: np.ndarray, depth: int = 16) -> int:
+        """Set `labels` (on the CT grid) to 0 outside the region, in place; returns how many voxels it cleared."""
+        cleared = 0
+        for z0 in range(0, labels.shape[0], depth):
+            slab = labels[z0 : z0 + depth]
+            outside = slab.astype(bool) & ~self.on_ct_grid(z0, z0 + slab.shape[0])
+            cleared += int(outside.sum())
+            slab[outside] = 0
+        return cleared
+
     def share_inside(self, components: np.ndarray, count: int, depth: int = 16) -> np.ndarray:
         """(count + 1,) share of each component's voxels that lie in the region."""
         inside = np.zeros(count + 1)

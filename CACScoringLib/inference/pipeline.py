@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..anatomy import MAX_AERATED_SHARE, aerated_share
 from ..errors import InputError
 from ..labels import ARTERY_BY_ID
 from ..models.networks import DEFAULT_LESION_CALL_FRACTION, context_batch, size_divisor
@@ -249,7 +250,12 @@ def segment(
         _remove_false_positives(fp, ct.array, candidates, table, ct.spacing)
     if region.heart is not None:
         table[region.heart.share_inside(candidates.components, candidates.count) < MIN_SHARE_IN_HEART] = 0
+    kept = np.flatnonzero(table[1:]) + 1
+    table[kept[aerated_share(ct.array, ct.spacing, candidates.components, kept) > MAX_AERATED_SHARE]] = 0
     labels = look_up(table, candidates.components)
+    if region.heart is not None:
+        # What is left of a kept candidate past the region's edge is not scored either: nothing outside is labelled.
+        region.heart.clear_outside(labels)
     timings["postprocess_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
     report(1.0, "done")

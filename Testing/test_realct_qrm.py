@@ -171,3 +171,19 @@ def test_a_reference_without_the_scan_is_refused(tmp_path):
 def test_a_missing_archive_is_refused(tmp_path):
     with pytest.raises(InputError, match="no scan archive at"):
         extract_scan(tmp_path / "absent.tar.xz", tmp_path / "out")
+
+
+def test_lesions_are_sorted_into_the_cardiac_insert_and_the_body_around_it(qrm):
+    from CACScoringLib.evaluation.realct import qrm_lesions_on_inserts
+
+    ct, layout, *_ = qrm
+    labels = np.zeros(ct.shape, np.uint8)
+    z, (cy, cx) = layout.plane_slice, (round(c) for c in layout.centre_yx)
+    labels[z, cy - 1 : cy + 2, cx - 1 : cx + 2] = 4  # 9 voxels at the insert's centre (no calcium insert there)
+    rows_55_mm = round(55.0 / ct.spacing[1])
+    labels[z, cy - rows_55_mm, cx] = 2  # 55 mm in front of the centre: the phantom's body, past the 50 mm disc
+    lesions = [{"centroid_zyx": [z, cy, cx]}, {"centroid_zyx": [z, cy - rows_55_mm, cx]}]
+    figures = qrm_lesions_on_inserts(ct, labels, lesions)
+    assert figures["lesions_outside_cardiac_insert"] == 1
+    assert figures["labelled_voxels_on_inserts"] + figures["labelled_voxels_off_inserts"] == 10
+    assert figures["labelled_voxels_off_inserts"] >= 1  # the body voxel is on no insert

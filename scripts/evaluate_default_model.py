@@ -29,11 +29,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from CACScoringLib.cli.phantom import add_clearance_arguments, clearance_options  # noqa: E402
+from CACScoringLib.errors import InputError  # noqa: E402
 from CACScoringLib.evaluation.lesions import ALL_ARTERIES  # noqa: E402
 from CACScoringLib.evaluation.metrics import FOREGROUND  # noqa: E402
 from CACScoringLib.evaluation.report import evaluate_case, summarize, write_report  # noqa: E402
@@ -42,6 +44,7 @@ from CACScoringLib.labels import ARTERIES  # noqa: E402
 from CACScoringLib.models import load_package, save_package, validate_config  # noqa: E402
 from CACScoringLib.models.package import WEIGHTS_FILE, seal_package, sha256_file  # noqa: E402
 from CACScoringLib.phantom import make_thorax_phantom  # noqa: E402
+from CACScoringLib.phantom.distractors import labelled_voxels_per_kind  # noqa: E402
 from CACScoringLib.phantom.thorax import (  # noqa: E402
     DEFAULT_BIFURCATION_CLEARANCE_MM,
     DEFAULT_DESCENDING_AORTA_CLEARANCE_MM,
@@ -86,6 +89,7 @@ def evaluate(package, seeds: list[range], shape: tuple[int, int, int], output: P
                 "aortic_calcium_voxels": int(phantom.aortic_calcium_mask.sum()),
                 "aortic_calcium_voxels_labelled": int((labelled & phantom.aortic_calcium_mask).sum()),
                 "bone_voxels_labelled": int((labelled & phantom.bone_mask).sum()),
+                **_distractor_counts(phantom, predicted),
             }
         )
         print(
@@ -107,6 +111,27 @@ def evaluate(package, seeds: list[range], shape: tuple[int, int, int], output: P
     headline = headline_figures(summary, lookalikes, seconds, seeds, shape, phantom_options)
     (output / "held_out.json").write_text(json.dumps(headline, indent=2) + "\n", encoding="utf-8")
     return headline
+
+
+def _distractor_counts(phantom, predicted: np.ndarray) -> dict:
+    """Voxels >= 130 HU of each distractor kind the phantom holds, and how many of them the model labelled."""
+    if phantom.distractor_map is None:
+        return {}
+    calcium = phantom.ct.array >= 130.0
+    present = labelled_voxels_per_kind(phantom.distractor_map, calcium.astype(np.uint8))
+    labelled = labelled_voxels_per_kind(phantom.distractor_map, (predicted > 0) & calcium)
+    return {"distractor_voxels": present, "distractor_voxels_labelled": labelled}
+
+
+def _distractor_totals(lookalikes: list[dict]) -> dict:
+    """Per kind: [labelled, present] voxels over all phantoms (none without distractors)."""
+    totals: dict[str, list[int]] = {}
+    for row in lookalikes:
+        for kind, present in row.get("distractor_voxels", {}).items():
+            entry = totals.setdefault(kind, [0, 0])
+            entry[0] += row["distractor_voxels_labelled"][kind]
+            entry[1] += present
+    return {kind: counts for kind, counts in totals.items() if counts[1]}
 
 
 def shrink_png(path: Path) -> None:
@@ -148,6 +173,7 @@ def headline_figures(
         "aortic_calcium_voxels": sum(row["aortic_calcium_voxels"] for row in lookalikes),
         "aortic_calcium_voxels_labelled": sum(row["aortic_calcium_voxels_labelled"] for row in lookalikes),
         "bone_voxels_labelled": sum(row["bone_voxels_labelled"] for row in lookalikes),
+        "distractor_voxels_labelled_of_present": _distractor_totals(lookalikes),
         "lookalikes_per_case": lookalikes,
         "segment_seconds_mean": float(np.mean(seconds)),
         "targets": TARGETS,
@@ -442,7 +468,75 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def model_card(package, headline: dict, training_config: dict) -> str:
+def realct_figures(package, output: Path) -> dict:
+    """The real development scans through the pipeline (scripts/realct_report.py): figures and overlays."""
+    import tempfile
+
+    from CACScoringLib.evaluation.realct import qrm_lesions_on_inserts, report_scan
+    from CACScoringLib.io import read_ct
+    from CACScoringLib.phantom.qrm import extract_scan
+
+    figures = {}
+    lung1 = ROOT / ".cache" / "realct" / "lung1_image.nrrd"
+    if not lung1.exists():
+        raise InputError(f"{lung1} is missing: run bash scripts/fetch_realct.sh first")
+    figures["lung1"], _ = report_scan("lung1", read_ct(lung1), package, output)
+    with tempfile.TemporaryDirectory() as workdir:
+        ct = read_ct(extract_scan(ROOT.parent / "shared" / "realct" / "qrm_canon_large_rep1.tar.xz", Path(workdir)))
+        figures["qrm"], labels = report_scan("qrm", ct, package, output)
+        figures["qrm"].update(qrm_lesions_on_inserts(ct, labels, figures["qrm"]["lesion_list"]))
+    for name in output.glob("*.png"):
+        shrink_png(name)
+    (output / "realct.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return figures
+
+
+def _distractor_section(headline: dict) -> str:
+    totals = headline.get("distractor_voxels_labelled_of_present") or {}
+    if not totals:
+        return ""
+    rows = "\n".join(f"| {kind} | {labelled} | {present} |" for kind, (labelled, present) in sorted(totals.items()))
+    return f"""
+Look-alikes drawn by the realistic generator (`{json.dumps(headline["phantom_options"])}`), all labelled 0
+in the reference: voxels >= 130 HU labelled as coronary, of those present.
+
+| distractor | labelled | present |
+|---|---|---|
+{rows}
+"""
+
+
+def _realct_section(realct: dict | None, notes: str) -> str:
+    if not realct:
+        return ""
+    rows = []
+    for name, scan in realct.items():
+        arteries = ", ".join(f"{k} {scan['agatston'][k]:g} ({scan['lesions'][k]})" for k in ARTERIES)
+        extra = ""
+        if "labelled_voxels_off_inserts" in scan:
+            extra = (f"; on the calcium inserts {scan['labelled_voxels_on_inserts']}, off them "
+                     f"{scan['labelled_voxels_off_inserts']}; lesions outside the cardiac insert "
+                     f"{scan['lesions_outside_cardiac_insert']}")
+        rows.append(
+            f"| {name} | {scan['heart_region_slices']} | {scan['blood_pool_hu']} | {scan['lesions']['total']} | "
+            f"{scan['agatston']['total']:g} | {arteries} | {scan['labelled_voxels_outside_heart_region']}{extra} |"
+        )
+    images = " ".join(f"`evaluation/realct/{scan[key]}`" for scan in realct.values() for key in ("region_png", "lesions_png"))
+    return f"""
+## Real CT
+Run by `scripts/realct_report.py` through the full pipeline on the real development scans
+(`../shared/realct/README.md`): lung1, a non-gated non-contrast chest CT (5 mm slices), and the QRM calcium
+phantom on a Canon scanner. No reference labels exist: judged by anatomy on the overlays ({images}).
+
+| scan | heart region slices | blood pool HU | lesions | Agatston | per artery: Agatston (lesions) | labelled voxels outside the region |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{notes.strip()}
+"""
+
+
+def model_card(package, headline: dict, training_config: dict, realct: dict | None = None, realct_notes: str = "") -> str:
     """MODEL_CARD.md from the shipped metadata, the training config and the measured held-out figures."""
     meta, config = package.metadata, package.config
     kwargs = config["network"]["kwargs"]
@@ -484,7 +578,9 @@ MONAI `{config["network"]["name"]}`, {config["spatial_dims"]}D, channels {kwargs
 
 ## Preprocessing and inference
 HU window {pre["hu_window"]} scaled to [0, 1]; axial slices at {pre["inplane_spacing_mm"]} mm in-plane.
-Inference (`CACScoringLib.inference.segment`): anatomical heart ROI, crop resampled to
+Inference (`CACScoringLib.inference.segment`): the anatomical heart region (`CACScoringLib.anatomy.find_heart`;
+candidates mostly outside it are dropped and nothing outside it is labelled; a candidate with over a third of its
+5 mm in-plane surroundings aerated lung is dropped too, `CACScoringLib.anatomy.aerated_share`), its box resampled to
 {pre["inplane_spacing_mm"]} mm, softmax back on the CT grid, calcium where P(background) < 0.5; each 26-connected
 candidate >= 130 HU is kept whole with its majority artery when the network called at least
 {config.get("lesion_call_fraction", 0.5)} of its voxels calcium, else dropped. That share was chosen on separate
@@ -514,10 +610,13 @@ PPV {_fmt(headline["lesion_ppv_artery_specific"])} (artery-specific), lesion F1 
 {_fmt(headline["lesion_f1_any_artery"])}. Calcium look-alikes: {headline["aortic_calcium_voxels_labelled"]} of
 {headline["aortic_calcium_voxels"]} aortic calcium voxels and {headline["bone_voxels_labelled"]} bone voxels were
 labelled as coronary. Mean segmentation time {headline["segment_seconds_mean"]:.2f} s per phantom on CPU.
-{_earlier_evaluations_section(meta)}
+{_distractor_section(headline)}{_realct_section(realct, realct_notes)}{_earlier_evaluations_section(meta)}
+## Release history
+{(ROOT / "configs" / "default_model_history.md").read_text(encoding="utf-8").strip()}
+
 ## Limitations
-Phantoms are far simpler than patients: no motion, no stents or valves, idealised anatomy and noise, one
-field of view and slice spacing. Expect much lower accuracy on real scans; validate on your own data
+Phantoms are far simpler than patients: idealised anatomy and noise, and (for the network) one field of view
+and slice spacing. Expect much lower accuracy on real scans; validate on your own data
 (`cacscoring evaluate`) before relying on it for research.{_context_limitation(config)}
 
 ## Versions
@@ -540,6 +639,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"))
     parser.add_argument("--output", type=Path, help="report folder (default: see the module docstring)")
     add_clearance_arguments(parser)
+    parser.add_argument(
+        "--phantom-options",
+        type=yaml.safe_load,
+        default={},
+        metavar="YAML",
+        help="more make_thorax_phantom keywords, e.g. '{distractors: all}' (counts labelled distractor voxels per kind)",
+    )
+    parser.add_argument(
+        "--realct-notes",
+        type=Path,
+        metavar="MD",
+        help="with --ship: also run scripts/realct_report.py's scans and put their figures, overlays and these "
+        "notes (a person's reading of the overlays) into the model card",
+    )
     parser.add_argument(
         "--lesion-call-fraction",
         type=float,
@@ -566,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
         package.config["lesion_call_fraction"] = args.lesion_call_fraction
         validate_config(package.config)
     output = args.output or args.package / "evaluation"
-    phantom_options = clearance_options(args)
+    if not isinstance(args.phantom_options, dict):
+        parser.error("--phantom-options takes a YAML mapping of make_thorax_phantom keywords")
+    phantom_options = {**clearance_options(args), **args.phantom_options}
     if len(args.seeds) % 2:
         parser.error("--seeds takes START STOP pairs")
     blocks = [range(start, stop) for start, stop in zip(args.seeds[::2], args.seeds[1::2], strict=True)]
@@ -579,10 +694,15 @@ def main(argv: list[str] | None = None) -> int:
         shipped = resources_dir() / "models" / package.id
         ship(package, headline, shipped, args.register_default, args.version)
         shutil.copytree(output, shipped / "evaluation", dirs_exist_ok=True)
+        seal_package(shipped)  # the copied report replaced files that ship() had already listed
         shipped_package = load_package(shipped, "cpu")
         training_config = json.loads((args.package.parent / "config.json").read_text(encoding="utf-8"))
+        realct, notes = None, ""
+        if args.realct_notes is not None:
+            realct = realct_figures(shipped_package, shipped / "evaluation" / "realct")
+            notes = args.realct_notes.read_text(encoding="utf-8")
         (shipped / "MODEL_CARD.md").write_text(
-            model_card(shipped_package, headline, training_config), encoding="utf-8"
+            model_card(shipped_package, headline, training_config, realct, notes), encoding="utf-8"
         )
         # The report and card join the package: list them too (the registry SHA-256 changes with them).
         register(shipped_package.metadata, shipped_package.spatial_dims, shipped, args.register_default)

@@ -18,58 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CACScoringLib.anatomy import find_heart  # noqa: E402
 from CACScoringLib.errors import InputError  # noqa: E402
-from CACScoringLib.evaluation.overlays import write_lesion_overlay, write_region_overlay  # noqa: E402
-from CACScoringLib.inference import segment  # noqa: E402
+from CACScoringLib.evaluation.realct import qrm_lesions_on_inserts, report_scan  # noqa: E402
 from CACScoringLib.io import read_ct  # noqa: E402
-from CACScoringLib.labels import ARTERIES  # noqa: E402
-from CACScoringLib.phantom.qrm import extract_scan, locate_qrm_inserts  # noqa: E402
-from CACScoringLib.scoring import ScoringParams, check_contrast, score_volume  # noqa: E402
-
-
-def report_scan(name: str, ct, model, output: Path) -> tuple[dict, np.ndarray]:
-    segmentation = segment(ct, model=model, device="cpu")
-    params = ScoringParams()
-    heart = segmentation.roi.heart or find_heart(ct)[0]
-    result = score_volume(ct, segmentation.labels, params, check_contrast(ct, params, heart))
-    region = heart.on_ct_grid() if heart is not None else np.zeros(ct.shape, bool)
-    labelled = segmentation.labels > 0
-    figures = {
-        "model": f"{segmentation.model_id} {segmentation.model_version}",
-        "heart_region_slices": None if heart is None else list(heart.bounds()[0]),
-        "blood_pool_hu": None if heart is None else round(heart.blood_pool_hu, 1),
-        "lesions": {key: result.arteries[key].lesions for key in ARTERIES} | {"total": result.total.lesions},
-        "agatston": {key: round(result.arteries[key].agatston, 1) for key in ARTERIES}
-        | {"total": round(result.total.agatston, 1)},
-        "labelled_voxels": int(labelled.sum()),
-        "labelled_voxels_outside_heart_region": int((labelled & ~region).sum()),
-        "lesion_list": [
-            {"artery": lesion.artery, "slices": [lesion.first_slice, lesion.last_slice],
-             "centroid_zyx": [round(c) for c in lesion.centroid_zyx], "agatston": round(lesion.agatston, 1),
-             "peak_hu": round(lesion.peak_hu)}
-            for lesion in result.lesions
-        ],
-        "warnings": result.warnings,
-    }
-    title = f"{name}: {result.total.lesions} lesions, Agatston {result.total.agatston:.0f}"
-    figures["region_png"] = write_region_overlay(ct, region, segmentation.labels, output / f"{name}_region.png", title).name
-    figures["lesions_png"] = write_lesion_overlay(ct, segmentation.labels, result.lesions, output / f"{name}_lesions.png",
-                                                  title).name
-    return figures, segmentation.labels
-
-
-def qrm_lesions_on_inserts(ct, labels: np.ndarray) -> dict:
-    """Labelled voxels on the nine insert ROIs and elsewhere."""
-    on_inserts = locate_qrm_inserts(ct).insert_map > 0
-    labelled = labels > 0
-    return {"labelled_voxels_on_inserts": int((labelled & on_inserts).sum()),
-            "labelled_voxels_off_inserts": int((labelled & ~on_inserts).sum())}
+from CACScoringLib.phantom.qrm import extract_scan  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -89,7 +44,7 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as workdir:
                 ct = read_ct(extract_scan(args.qrm, Path(workdir)))
                 figures["qrm"], labels = report_scan("qrm", ct, args.model, args.output)
-                figures["qrm"].update(qrm_lesions_on_inserts(ct, labels))
+                figures["qrm"].update(qrm_lesions_on_inserts(ct, labels, figures["qrm"]["lesion_list"]))
         else:
             print(f"QRM scan skipped: {args.qrm} is missing")
     except InputError as error:
@@ -98,7 +53,7 @@ def main(argv=None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "realct.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     for name, scan in figures.items():
-        extra = "".join(f", {k} {v}" for k, v in scan.items() if k.startswith("labelled_voxels_o") and k != "labelled_voxels_outside_heart_region")
+        extra = "".join(f", {k} {v}" for k, v in scan.items() if k.startswith(("labelled_voxels_o", "lesions_outside_c")) and k != "labelled_voxels_outside_heart_region")
         print(f"{name}: heart region slices {scan['heart_region_slices']}, blood pool {scan['blood_pool_hu']} HU; "
               f"lesions {scan['lesions']}; Agatston {scan['agatston']}; labelled voxels outside the heart region "
               f"{scan['labelled_voxels_outside_heart_region']}{extra}")

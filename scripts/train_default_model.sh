@@ -3,7 +3,7 @@
 # two stages, about 35 min on 2 CPU cores, then a fine-tuning stage from their weights, about 20 min), choose
 # its lesion_call_fraction on tuning phantoms, train its lesion classifier on the network's candidates and
 # fine-tune it on phantoms drawn with the generator's clearances (configs/default_lesion_classifier.yaml, about
-# 45 + 35 min), evaluate the whole on held-out phantoms and install it as Resources/models/cac-unet2d-phantom,
+# 45 + 35 min), run it on the real development scans for the model card (scripts/fetch_realct.sh), evaluate the whole on held-out phantoms and install it as Resources/models/cac-unet2d-phantom,
 # the registry default. --accept-unmet-targets ships a rerun that lands below a target too; its MODEL_CARD.md
 # then says which. Extra arguments go to every `cacscoring train` stage as overrides (e.g. train.device=cuda).
 set -euo pipefail
@@ -33,6 +33,7 @@ first=runs/default_lesion_classifier_1.4
 classifier=runs/default_lesion_classifier
 .venv/bin/python -m CACScoringLib train configs/default_lesion_classifier.yaml output_dir="$classifier" \
   data.segmenter="$run/package" train.init_from="$first/package/lesion_classifier" train.epochs=4 optim.lr=3.0e-4 "$@"
+bash scripts/fetch_realct.sh
 .venv/bin/python scripts/evaluate_default_model.py "$classifier/package" --lesion-call-fraction "$fraction" \
-  --ship --register-default --accept-unmet-targets
+  --ship --register-default --accept-unmet-targets --realct-notes configs/default_model_realct_notes.md
 cp "$run/tuning.json" Resources/models/cac-unet2d-phantom/evaluation/lesion_call_fraction_tuning.json

@@ -15,7 +15,8 @@ SOURCES = [ROOT / "CACScoring" / "CACScoring.py", *sorted((ROOT / "CACScoring" /
 # Capitalized calls that are not Slicer's: VTK core, the standard library, SimpleITK, Qt, PyTorchUtils' logic class.
 NOT_SLICER = {
     "AddColumn", "InsertNextValue", "GetElement", "SetElement", "GetDimensions", "SetDimensions", "GetExtent",
-    "SetExtent", "GetPointData", "GetScalars", "SetScalars", "GetNumberOfScalarComponents", "AddObserver",
+    "SetExtent", "GetPointData", "GetScalars", "SetScalars", "GetNumberOfScalarComponents", "GetNumberOfComponents",
+    "GetDataType", "AddObserver",
     "RemoveObserver", "ArgumentParser", "Event", "Lock", "Popen", "Process", "Queue", "TemporaryDirectory",
     "Thread", "STARTUPINFO", "ReadImage", "WriteImage", "GetArrayFromImage", "QLabel", "QTimer", "PyTorchUtilsLogic",
 }  # fmt: skip

@@ -75,6 +75,25 @@ def test_segmentation_warnings_reach_the_reader_and_the_report(scene_logic, phan
     assert {roi, context} <= set(exported["warnings"])
 
 
+def test_the_runs_blood_pool_is_the_contrast_check_of_the_live_scores(scene_logic, slicer_scene, tiny_model, tmp_path):
+    from CACScoringSlicerLib.geometry import ct_from_volume_node
+    from CACScoringSlicerLib.logic import ScoringOptions
+
+    from CACScoringLib.anatomy import find_heart
+    from CACScoringLib.phantom import make_thorax_phantom
+
+    phantom = make_thorax_phantom(seed=3, shape=(24, 128, 128), spacing=(2.5, 2.5, 5.0), compute_scores=False)
+    path = tmp_path / "chest.nii.gz"
+    sitk.WriteImage(phantom.ct.to_sitk(), str(path))
+    volume_node = slicer_scene.volumes_logic.AddArchetypeVolume(str(path), "chest", 0)
+    heart, _ = find_heart(ct_from_volume_node(volume_node))
+    seen = []
+    scene_logic.process(volume_node, None, ScoringOptions(model=str(tiny_model), device="cpu"), seen.append)
+    assert seen[-1].blood_pool_hu == pytest.approx(heart.blood_pool_hu)  # measured once, in the child
+    contrast = scene_logic.result.contrast
+    assert contrast.blood_pool_hu == pytest.approx(heart.blood_pool_hu) and not contrast.enhanced
+
+
 def test_cancel_stops_the_child_process(scene_logic, phantom_volume, tiny_model):
     from CACScoringSlicerLib.logic import ScoringOptions
 

@@ -117,6 +117,16 @@ def test_labels_survive_the_trip_into_segments_and_back(loaded_case, scene_logic
     np.testing.assert_array_equal(scene_logic.labels_from_segmentation(segmentation_node, volume_node), labels)
 
 
+def test_rewriting_labels_replaces_the_segments_outside_the_new_labels_box_too(loaded_case, scene_logic):
+    ct, labels, volume_node, segmentation_node = loaded_case
+    elsewhere = np.zeros(labels.shape, np.uint8)
+    elsewhere[5, 36:39, 44:47] = LABEL_ID["LAD"]  # a box that holds none of the earlier lesions
+    scene_logic.write_labels(segmentation_node, volume_node, elsewhere)
+    np.testing.assert_array_equal(scene_logic.labels_from_segmentation(segmentation_node, volume_node), elsewhere)
+    scene_logic.write_labels(segmentation_node, volume_node, np.zeros_like(labels))
+    assert not scene_logic.labels_from_segmentation(segmentation_node, volume_node).any()
+
+
 def test_initial_scores_are_the_hand_worked_values(loaded_case, scene_logic):
     result = scene_logic.result
     assert result.arteries["LAD"].agatston == pytest.approx(12.0 + 9.0)

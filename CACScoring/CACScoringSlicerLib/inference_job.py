@@ -25,7 +25,7 @@ from CACScoringLib.errors import InputError
 from CACScoringLib.volume import CTVolume
 
 from . import process_tree
-from .inference_runner import CANCELLED_EXIT_CODE, WARNING_PREFIX
+from .inference_runner import BLOOD_POOL_PREFIX, CANCELLED_EXIT_CODE, WARNING_PREFIX
 
 RUNNER = Path(__file__).with_name("inference_runner.py")
 PROGRESS_PREFIX = "PROGRESS "
@@ -57,6 +57,7 @@ class JobStatus:
     message: str = ""
     log: list[str] = field(default_factory=list)  # lines since the previous poll
     warnings: list[str] = field(default_factory=list)  # the segmentation's warnings (heart ROI, input), whole run
+    blood_pool_hu: float | None = None  # measured in the heart region the run found; None: no heart found
 
 
 class InferenceJob:
@@ -141,6 +142,8 @@ class InferenceJob:
                 self.status.log.append(line)
                 if line.startswith(WARNING_PREFIX):
                     self.status.warnings.append(line[len(WARNING_PREFIX) :])
+                elif line.startswith(BLOOD_POOL_PREFIX):
+                    self.status.blood_pool_hu = float(line[len(BLOOD_POOL_PREFIX) :])
                 if line.strip():
                     self._last_line = line.strip()
         if finished:

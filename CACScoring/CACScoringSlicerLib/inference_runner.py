@@ -1,6 +1,6 @@
 """Child process of InferenceJob: segment one CT NIfTI into a labels NIfTI with CACScoringLib.
 
-Prints `PROGRESS <fraction> <message>` and `warning: <text>` lines for the parent; SIGTERM asks it to stop
+Prints `PROGRESS <fraction> <message>`, `warning: <text>` and `blood pool HU: <value>` lines for the parent; SIGTERM asks it to stop
 between steps (exit code 3); a user-fixable problem exits 2 with the message as the last line.
 """
 
@@ -14,6 +14,7 @@ import threading
 CANCELLED_EXIT_CODE = 3
 INPUT_ERROR_EXIT_CODE = 2
 WARNING_PREFIX = "warning: "
+BLOOD_POOL_PREFIX = "blood pool HU: "  # what the heart region measured: the parent's contrast check reuses it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return INPUT_ERROR_EXIT_CODE
     for warning in result.warnings:
         print(f"{WARNING_PREFIX}{warning}", flush=True)
+    if result.roi.heart is not None and result.roi.heart.blood_pool_hu is not None:
+        print(f"{BLOOD_POOL_PREFIX}{result.roi.heart.blood_pool_hu!r}", flush=True)
     sitk.WriteImage(ct.to_sitk(result.labels), args.output)
     return 0
 

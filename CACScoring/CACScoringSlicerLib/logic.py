@@ -209,13 +209,18 @@ class CACScoringSceneLogic:
         return geometry.image_array(merged).astype(np.uint8)
 
     def write_labels(self, segmentation_node, volume_node, labels: np.ndarray, arteries=ARTERIES) -> None:
-        """Replace the given arteries' segments with the label map (the way editor effects write)."""
+        """Replace the given arteries' segments with the label map (the way editor effects write), each as an
+        image of the labels' bounding box only: what lies outside is background, and whole-CT masks would cost
+        seconds at 300 slices."""
         self.ensure_artery_segments(segmentation_node)
+        box = _bounding_box(labels) or ((0, 1), (0, 1), (0, 1))  # no labels: one background voxel clears them
+        cropped = labels[tuple(slice(lo, hi) for lo, hi in box)]
         self._writing = True
         try:
             for key in arteries:
-                mask = (labels == LABEL_ID[key]).astype(np.uint8)
-                image = geometry.oriented_image(mask, volume_node)
+                image = geometry.oriented_image((cropped == LABEL_ID[key]).astype(np.uint8), volume_node)
+                (z0, z1), (y0, y1), (x0, x1) = box
+                image.SetExtent(x0, x1 - 1, y0, y1 - 1, z0, z1 - 1)
                 slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
                     image, segmentation_node, key, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
                 )
@@ -243,13 +248,18 @@ class CACScoringSceneLogic:
 
     # --- live scoring ---
 
-    def start_live_scoring(self, volume_node, segmentation_node, params: ScoringParams | None = None) -> ScoreResult:
+    def start_live_scoring(self, volume_node, segmentation_node, params: ScoringParams | None = None,
+                           labels: np.ndarray | None = None, blood_pool_hu: float | None = None) -> ScoreResult:
+        """Score the segmentation and follow its edits. `labels`: what was just written into it (saves reading
+        it back); `blood_pool_hu`: what the segmentation run measured (saves finding the heart again)."""
         self.stop_live_scoring()
         self.volume_node, self.segmentation_node = volume_node, segmentation_node
         self.ct = geometry.ct_from_volume_node(volume_node)
-        labels = self.labels_from_segmentation(segmentation_node, volume_node)
+        if labels is None:
+            labels = self.labels_from_segmentation(segmentation_node, volume_node)
         params = params or ScoringParams()
-        self.scorer = IncrementalScorer(self.ct, labels, params, check_contrast(self.ct, params))
+        contrast = check_contrast(self.ct, params, blood_pool_hu=blood_pool_hu)
+        self.scorer = IncrementalScorer(self.ct, labels, params, contrast)
         self._labelled_box = _bounding_box(labels)
         segmentation = segmentation_node.GetSegmentation()
         for event in _SEGMENTATION_EVENTS:
@@ -493,7 +503,8 @@ class CACScoringSceneLogic:
         segmentation_node = self.apply_inference_labels(volume_node, labels, segmentation_node,
                                                         job.options.overwrite_edited)
         segmentation_node.SetAttribute(SEGMENTATION_WARNINGS_ATTRIBUTE, "\n".join(job.status.warnings))
-        self.start_live_scoring(volume_node, segmentation_node, job.options.scoring_params())
+        self.start_live_scoring(volume_node, segmentation_node, job.options.scoring_params(), labels,
+                                job.status.blood_pool_hu)
         return segmentation_node
 
     def process(self, input_volume_node, output_segmentation_node=None, options: ScoringOptions | None = None,

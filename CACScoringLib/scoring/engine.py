@@ -514,9 +514,14 @@ def score_volume(
     return IncrementalScorer(ct, labels, params, contrast).result
 
 
-def check_contrast(ct: CTVolume, params: ScoringParams, heart: HeartRegion | None = None) -> ContrastAssessment | None:
-    """The blood-pool check of params.contrast_threshold_hu (None when switched off); reuses a heart region
-    the segmentation already found."""
-    if params.contrast_threshold_hu is None:
+def check_contrast(
+    ct: CTVolume, params: ScoringParams, heart: HeartRegion | None = None, blood_pool_hu: float | None = None
+) -> ContrastAssessment | None:
+    """The blood-pool check of params.contrast_threshold_hu (None when switched off); reuses a heart region, or
+    the blood pool HU, that the segmentation already found."""
+    threshold = params.contrast_threshold_hu
+    if threshold is None:
         return None
-    return assess_contrast(ct, params.contrast_threshold_hu, heart)
+    if blood_pool_hu is not None:
+        return ContrastAssessment(float(blood_pool_hu), float(threshold), blood_pool_hu > threshold)
+    return assess_contrast(ct, threshold, heart)

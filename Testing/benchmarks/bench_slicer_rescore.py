@@ -62,7 +62,8 @@ def measure(slices: int, rng) -> None:
     start = time.perf_counter()
     segmentation_node = logic.apply_inference_labels(volume_node, labels)
     written = time.perf_counter() - start
-    logic.start_live_scoring(volume_node, segmentation_node)
+    # As finish_inference does: the labels just written and the run's blood pool are handed over, not re-read.
+    logic.start_live_scoring(volume_node, segmentation_node, None, labels, blood_pool_hu=40.0)
     finish = time.perf_counter() - start
     read, total = [], []
     for _ in range(STROKES):

@@ -285,3 +285,59 @@ def test_series_folders_of_different_studies_stay_separate_cases(tmp_path):
         shutil.rmtree(cases / name)
         write_dicom_series(lesion_case(300.0)[0], cases / name, study_uid=study)
     assert find_cases(cases) == [("cases", cases)]
+
+
+KILL_RANK_1_ON_ITS_SECOND_CASE = """
+import os, signal, sys
+import CACScoringLib.cli.batch as batch
+scored = []
+real = batch.score_ct
+def score_ct(*args):
+    if scored and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    scored.append(1)
+    return real(*args)
+batch.score_ct = score_ct
+from CACScoringLib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def torchrun(*arguments, cwd) -> subprocess.CompletedProcess:
+    """Two ranks on this machine, as `torchrun --standalone --nproc-per-node 2` starts them (gloo, CPU)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *arguments]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_share_the_cases_and_a_rerun_after_a_kill_completes_the_run(tmp_path, capsys):
+    cases, labels, out, alone = tmp_path / "cases", tmp_path / "labels", tmp_path / "out", tmp_path / "alone"
+    peaks = dict(zip("abcdef", (250.0, 350.0, 450.0, 250.0, 350.0, 450.0), strict=True))
+    write_cases(cases, peaks, labels_folder=labels)
+    command = ["batch", str(cases), str(out), "--labels", str(labels)]
+    script = tmp_path / "kill_rank_1.py"
+    script.write_text(KILL_RANK_1_ON_ITS_SECOND_CASE, encoding="utf-8")
+
+    killed = torchrun(str(script), *command, cwd=tmp_path)
+    assert killed.returncode != 0
+    # Rank 1 holds b, d, f (every second case): b scored, then killed on d, so d and f were never scored.
+    assert (out / "b.json").exists() and not (out / "d.json").exists() and not (out / "f.json").exists()
+    done_before = {p.stem for p in out.glob("?.json")}
+
+    rerun = torchrun("-m", "CACScoringLib", *command, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"6 of 6 cases scored ({len(done_before)} kept from an earlier run) by 2 processes" in rerun.stdout
+    run = json.loads((out / "batch_run.json").read_text(encoding="utf-8"))
+    assert run["complete"] is True and run["world_size"] == 2 and set(run["cases"]) == set(peaks)
+    assert {case for case, record in run["cases"].items() if record.get("kept")} == done_before
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{c}.json" for c in peaks), "batch_run.json",
+                                                            "summary.csv"])  # no rank records, no lock
+    assert main(["batch", str(cases), str(alone), "--labels", str(labels)]) == 0
+    capsys.readouterr()
+    ranked, single = summary_of(out), summary_of(alone)
+    for name, peak in peaks.items():
+        assert ranked[name]["status"] == "ok"
+        assert float(ranked[name]["total_agatston"]) == pytest.approx(4.0 * (2 + (peak >= 300) + (peak >= 400)))
+        assert {k: v for k, v in ranked[name].items() if k != "seconds"} == {
+            k: v for k, v in single[name].items() if k != "seconds"}

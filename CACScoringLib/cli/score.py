@@ -161,14 +161,15 @@ def series_line(choice: dict) -> str:
     return line + (f"; passed over: {passed_over}" if passed_over else "")
 
 
-def score_ct(ct, labels, args) -> tuple[ScoreResult, dict]:
-    """Score with the given labels, or segment first with the model options; the report is the JSON."""
+def score_ct(ct, labels, args, packages=None) -> tuple[ScoreResult, dict]:
+    """Score with the given labels, or segment first with the model options (or `packages`, the models loaded
+    already); the report is the JSON."""
     params = scoring_params(args, ct)
     report = {}
     segmentation_warnings = []
     heart = None
     if labels is None:
-        segmentation = segment_with_progress(ct, args, params)
+        segmentation = segment_with_progress(ct, args, params, packages)
         labels = segmentation.labels
         segmentation_warnings = segmentation.warnings
         heart = segmentation.roi.heart
@@ -185,8 +186,9 @@ def score_ct(ct, labels, args) -> tuple[ScoreResult, dict]:
     return result, report
 
 
-def segment_with_progress(ct, args, params):
-    """Run the segmentation model with a progress bar; threshold as the scoring will use it."""
+def segment_with_progress(ct, args, params, packages=None):
+    """Run the segmentation model (`packages` when loaded already) with a progress bar; threshold as the scoring
+    will use it."""
     from rich.progress import Progress
 
     from ..inference import segment, write_segmentation_outputs
@@ -197,7 +199,7 @@ def segment_with_progress(ct, args, params):
         task = bar.add_task("segmenting", total=1.0)
         segmentation = segment(
             ct,
-            model=model,
+            model=packages or model,
             device=args.device,
             backend=args.backend,
             tta=args.tta,

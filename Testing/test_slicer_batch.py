@@ -77,3 +77,67 @@ def test_segmenting_prints_one_line_per_case(tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     lines = completed.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["[1/2] alpha", "[2/2] beta", "2 of 2 cases scored; summary"]
+
+
+def _cases_with_labels(tmp_path, names=("alpha", "beta", "gamma")):
+    cases, labels = tmp_path / "cases", tmp_path / "labels"
+    cases.mkdir()
+    labels.mkdir()
+    ct, label_map = synthetic_case()
+    for name in names:
+        sitk.WriteImage(ct.to_sitk(), str(cases / f"{name}.nii.gz"))
+        sitk.WriteImage(ct.to_sitk(label_map), str(labels / f"{name}.nii.gz"))
+    return cases, labels
+
+
+KILL_ON_SECOND_CASE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv.pop(1))
+import slicer_batch
+scored = []
+real = slicer_batch.score_case
+def score_case(*args):
+    if scored:
+        os.kill(os.getpid(), signal.SIGKILL)
+    scored.append(1)
+    return real(*args)
+slicer_batch.score_case = score_case
+sys.exit(slicer_batch.run(sys.argv[1:]))
+"""
+
+
+def test_a_killed_run_leaves_a_whole_summary_with_pending_cases_and_a_rerun_needs_overwrite(tmp_path):
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    cases, labels = _cases_with_labels(tmp_path)
+    out = tmp_path / "out"
+    arguments = ["--input", cases, "--output", out, "--labels", labels]
+    killed = subprocess.run([sys.executable, "-c", KILL_ON_SECOND_CASE, str(SCRIPT.parent), *map(str, arguments)],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    with open(out / "summary.csv", newline="", encoding="utf-8") as f:
+        rows = {row["case"]: row for row in csv.DictReader(f)}
+    assert rows["alpha"]["status"] == "ok" and float(rows["alpha"]["total_agatston"]) == pytest.approx(24.0)
+    assert rows["beta"]["status"] == rows["gamma"]["status"] == "pending"
+
+    refused = run_batch(*arguments)  # the dead run's lock is taken over, but alpha's report is not replaced
+    assert refused.returncode == 2 and "already holds reports of alpha" in refused.stderr
+    assert "--overwrite" in refused.stderr and refused.stderr.count("\n") == 1
+    report = out / "alpha" / "alpha_scores.json"
+    written = report.stat().st_mtime_ns
+    completed = run_batch(*arguments, "--overwrite")
+    assert completed.returncode == 0, completed.stderr
+    assert report.stat().st_mtime_ns != written and "3 of 3 cases scored" in completed.stdout
+    assert not (out / ".cacscoring-batch.lock").exists()
+
+
+def test_a_live_run_in_the_output_folder_keeps_a_second_one_out(tmp_path):
+    import os
+    import socket
+
+    cases, labels = _cases_with_labels(tmp_path, ("alpha",))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".cacscoring-batch.lock").write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+    completed = run_batch("--input", cases, "--output", out, "--labels", labels)
+    assert completed.returncode == 2 and "another cacscoring batch is writing" in completed.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".cacscoring-batch.lock"]

@@ -5,13 +5,17 @@
 
 A folder holds cases as CACScoringLib.batch.find_cases finds them. Each case gets <output>/<case>/ with the report (CSV, JSON,
 HTML with key images) and <case>.seg.nrrd; <output>/summary.csv lists every case, failed ones with the
-reason. A failing case does not stop the others; the exit code is 1 when any case failed.
+reason and cases not reached yet as pending (it is rewritten whole after each case). A failing case does not
+stop the others; the exit code is 1 when any case failed. As `cacscoring batch`, it loses nothing: a lock keeps
+a second run out of the output folder, and cases that already have a report there are refused before anything
+is written unless --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import time
 import traceback
@@ -36,7 +40,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--labels", type=Path,
                         help="score existing label maps instead of segmenting: a file for one CT, or a folder "
                              "with <case>.nii.gz (or any image suffix) per case")
+    parser.add_argument("--overwrite", action="store_true", help="replace the reports of cases scored before")
     return parser.parse_args(argv)
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    from CACScoringLib.batch import atomic_write_text
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def score_case(core, case: str, path: Path, labels_path: Path | None, options, output: Path) -> dict:
@@ -76,7 +91,7 @@ def run(argv: list[str]) -> int:
     import slicer
     from CACScoringSlicerLib.logic import CACScoringSceneLogic, ScoringOptions
 
-    from CACScoringLib.batch import find_cases, labels_for
+    from CACScoringLib.batch import OutputLock, find_cases, prepare_output_folder
     from CACScoringLib.errors import InputError
 
     args = parse_args(argv)
@@ -91,12 +106,27 @@ def run(argv: list[str]) -> int:
     try:
         options.scoring_params()
         cases = find_cases(args.input)
+        prepare_output_folder(args.output)
+        scored_before = [case for case, _ in cases if (args.output / case).exists()]
+        if scored_before and not args.overwrite:
+            raise InputError(f"{args.output} already holds reports of {', '.join(scored_before[:5])}"
+                             f"{' and more' if len(scored_before) > 5 else ''}; give --overwrite to replace them, "
+                             "or choose another output folder")
+        with OutputLock(args.output):
+            return score_cases(core, cases, args, options)
     except InputError as error:
         print(f"slicer_batch: error: {error}", file=sys.stderr)
         return 2
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    rows = []
+
+def score_cases(core, cases, args, options) -> int:
+    from CACScoringLib.batch import labels_for
+    from CACScoringLib.errors import InputError
+
+    summary = args.output / "summary.csv"
+    rows = [{"case": case, "status": "pending", "message": "not scored yet (the run was cut short or is running)"}
+            for case, _ in cases]
+    write_summary(summary, rows)
     for number, (case, path) in enumerate(cases, start=1):
         started = time.perf_counter()
         try:
@@ -110,13 +140,8 @@ def run(argv: list[str]) -> int:
         row["seconds"] = f"{time.perf_counter() - started:.1f}"
         print(f"[{number}/{len(cases)}] {case}: {row['status']} {row.get('total_agatston', '')} "
               f"({row['seconds']} s) {row.get('message', '')}".rstrip(), flush=True)
-        rows.append(row)
-
-    summary = args.output / "summary.csv"
-    with open(summary, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+        rows[number - 1] = row
+        write_summary(summary, rows)
     failed = sum(row["status"] != "ok" for row in rows)
     print(f"{len(rows) - failed} of {len(rows)} cases scored; summary: {summary}", flush=True)
     return 1 if failed else 0

@@ -104,3 +104,22 @@ def write_study(folder: Path, seed: int = 3, patient_id: str = "STUDY") -> dict:
     edit_slices(folder / "SE0001", lambda i, ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]))
     written["scout"] = (uid, None)
     return written
+
+
+def kill_on_second_call_script(module: str, function: str, run: str, prelude: str = "", condition: str = "True") -> str:
+    """Python source that replaces `module.function` by one that SIGKILLs its own process on its second call
+    (when `condition` holds), then runs `run`: a run killed midway, at a known point."""
+    return f"""
+import os, signal, sys
+{prelude}
+import {module} as target
+calls = []
+real = target.{function}
+def patched(*args):
+    if calls and ({condition}):
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls.append(1)
+    return real(*args)
+target.{function} = patched
+{run}
+"""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from io_helpers import write_study
+from io_helpers import kill_on_second_call_script, write_study
 from pydicom.uid import generate_uid
 
 from CACScoringLib.batch import atomic_write_text, find_cases
@@ -167,20 +167,8 @@ def test_a_live_lock_refuses_a_second_run_and_a_dead_one_is_taken_over(tmp_path,
     assert (out / "a.json").exists() and not lock.exists()
 
 
-KILL_ON_SECOND_CASE = """
-import os, signal, sys
-import CACScoringLib.cli.batch as batch
-scored = []
-real = batch.score_ct
-def score_ct(*args):
-    if scored:
-        os.kill(os.getpid(), signal.SIGKILL)
-    scored.append(1)
-    return real(*args)
-batch.score_ct = score_ct
-from CACScoringLib.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+KILL_ON_SECOND_CASE = kill_on_second_call_script(
+    "CACScoringLib.cli.batch", "score_ct", "from CACScoringLib.cli import main\nsys.exit(main(sys.argv[1:]))")
 
 
 def test_a_run_killed_midway_is_marked_incomplete_and_a_rerun_completes_it(tmp_path, capsys):
@@ -287,20 +275,9 @@ def test_series_folders_of_different_studies_stay_separate_cases(tmp_path):
     assert find_cases(cases) == [("cases", cases)]
 
 
-KILL_RANK_1_ON_ITS_SECOND_CASE = """
-import os, signal, sys
-import CACScoringLib.cli.batch as batch
-scored = []
-real = batch.score_ct
-def score_ct(*args):
-    if scored and os.environ["RANK"] == "1":
-        os.kill(os.getpid(), signal.SIGKILL)
-    scored.append(1)
-    return real(*args)
-batch.score_ct = score_ct
-from CACScoringLib.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+KILL_RANK_1_ON_ITS_SECOND_CASE = kill_on_second_call_script(
+    "CACScoringLib.cli.batch", "score_ct", "from CACScoringLib.cli import main\nsys.exit(main(sys.argv[1:]))",
+    condition='os.environ["RANK"] == "1"')
 
 
 def torchrun(*arguments, cwd) -> subprocess.CompletedProcess:
@@ -341,3 +318,20 @@ def test_two_torchrun_ranks_share_the_cases_and_a_rerun_after_a_kill_completes_t
         assert float(ranked[name]["total_agatston"]) == pytest.approx(4.0 * (2 + (peak >= 300) + (peak >= 400)))
         assert {k: v for k, v in ranked[name].items() if k != "seconds"} == {
             k: v for k, v in single[name].items() if k != "seconds"}
+
+
+def test_on_large_cohorts_the_summary_is_rewritten_only_while_it_costs_a_tenth_of_the_run(tmp_path, monkeypatch):
+    import CACScoringLib.cli.batch as batch
+
+    names = [f"case{i}" for i in range(batch.ALWAYS_SUMMARISE + 1)]
+    summary = batch._Summary(tmp_path, names)
+    clock = iter([0.0, 0.2, 1.0, 1.9, 2.1, 2.3])  # perf_counter readings: before and after each rewrite
+    monkeypatch.setattr(batch.time, "perf_counter", lambda: next(clock))
+    run = {"cases": {}}
+    assert summary.write(run, force=True)  # 0.0-0.2 s: the next rewrite waits until 0.0 + 0.2 / 0.1 = 2.0 s
+    assert summary.write(run) == []  # at 1.0 s: too soon
+    assert summary.write(run) == []  # at 1.9 s
+    assert len(summary.write(run)) == len(names)  # at 2.1 s: rewritten
+    small = batch._Summary(tmp_path, names[:3])
+    monkeypatch.setattr(batch.time, "perf_counter", lambda: 0.0)
+    assert all(len(small.write(run)) == 3 for _ in range(3))  # small runs: after every case

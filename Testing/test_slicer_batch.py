@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
+from io_helpers import kill_on_second_call_script
 from test_slicer_logic import synthetic_case
 
 pytestmark = pytest.mark.slicer
@@ -90,20 +91,8 @@ def _cases_with_labels(tmp_path, names=("alpha", "beta", "gamma")):
     return cases, labels
 
 
-KILL_ON_SECOND_CASE = """
-import os, signal, sys
-sys.path.insert(0, sys.argv.pop(1))
-import slicer_batch
-scored = []
-real = slicer_batch.score_case
-def score_case(*args):
-    if scored:
-        os.kill(os.getpid(), signal.SIGKILL)
-    scored.append(1)
-    return real(*args)
-slicer_batch.score_case = score_case
-sys.exit(slicer_batch.run(sys.argv[1:]))
-"""
+KILL_ON_SECOND_CASE = kill_on_second_call_script(
+    "slicer_batch", "score_case", "sys.exit(target.run(sys.argv[1:]))", prelude="sys.path.insert(0, sys.argv.pop(1))")
 
 
 def test_a_killed_run_leaves_a_whole_summary_with_pending_cases_and_a_rerun_needs_overwrite(tmp_path):

@@ -34,7 +34,8 @@ SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "to
                    "lesions", "risk_category", "cac_drs", "blood_pool_hu", "seconds")
 RUN_FILE = "batch_run.json"
 RANK_RUN_FILE = "batch_run.rank{rank}.json"  # each torchrun rank's record while it runs; merged into RUN_FILE
-SUMMARY_SHARE = 0.1  # rewriting summary.csv may take at most this share of the run (it grows with the cohort)
+SUMMARY_SHARE = 0.1  # on large cohorts rewriting summary.csv may take at most this share of the run
+ALWAYS_SUMMARISE = 500  # up to this many cases it is rewritten after each one (milliseconds)
 # Options that do not change a case's scores (the label map itself is fingerprinted per case).
 NOT_SETTINGS = frozenset({"input", "output", "labels", "overwrite", "quiet", "func", "command"})
 PENDING = {"status": "pending", "message": f"not scored: the run was cut short or is still running (see {RUN_FILE})"}
@@ -270,8 +271,9 @@ def _summary_rows(output: Path, names: list[str], run: dict, read: dict[str, dic
 
 
 class _Summary:
-    """summary.csv kept current while its upkeep stays under SUMMARY_SHARE of the run: rewritten after a case
-    once the time since the last rewrite is long enough against what that rewrite took."""
+    """summary.csv kept current: after every case up to ALWAYS_SUMMARISE cases; beyond, while its upkeep stays
+    under SUMMARY_SHARE of the run (rewritten once the time since the last rewrite is long enough against what
+    that rewrite took), as it grows with the cohort."""
 
     def __init__(self, output: Path, names: list[str]):
         self.output, self.names, self.read = output, names, {}
@@ -279,7 +281,7 @@ class _Summary:
 
     def write(self, run: dict, force: bool = False) -> list[dict]:
         now = time.perf_counter()
-        if not force and now < self._ready_at:
+        if not force and len(self.names) > ALWAYS_SUMMARISE and now < self._ready_at:
             return []
         rows = _summary_rows(self.output, self.names, run, self.read)
         _write_summary(self.output, rows)

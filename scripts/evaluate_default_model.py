@@ -207,6 +207,14 @@ def _earlier_evaluations(package, folder: Path) -> list[dict]:
     return earlier
 
 
+def _same_figures(earlier: dict, evaluation: dict) -> bool:
+    """The same evaluation again (a re-ship of unchanged weights and inference): only the timing may differ."""
+    def figures(record: dict) -> dict:
+        return {k: v for k, v in record.items() if k not in ("version", "segment_seconds_mean")}
+
+    return figures(earlier) == figures(evaluation)
+
+
 def ship(package, headline: dict, folder: Path, register_default: bool, version: str | None = None) -> Path:
     """Re-save the package with its held-out figures (and those of earlier evaluations of the same weights),
     check its size, register it; `version` replaces the package's."""
@@ -220,7 +228,7 @@ def ship(package, headline: dict, folder: Path, register_default: bool, version:
     metadata["held_out_evaluation"] = {
         key: value for key, value in headline.items() if key != "lookalikes_per_case"
     }
-    earlier = _earlier_evaluations(package, folder)
+    earlier = [e for e in _earlier_evaluations(package, folder) if not _same_figures(e, metadata["held_out_evaluation"])]
     if earlier:
         metadata["earlier_held_out_evaluations"] = earlier
     # Components (heart ROI, lesion classifier, ...) are saved with it; dropping them would ship another model.

@@ -111,3 +111,18 @@ def test_clear_outside_zeroes_labels_on_coarse_voxels_outside_only():
     expected = np.zeros_like(labels)
     expected[2:4, 2, 2:4] = 3
     np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LUNG1.exists(), reason="lung1 not fetched (bash scripts/fetch_realct.sh)")
+def test_default_model_on_lung1_labels_nothing_outside_the_heart_nor_the_hilar_node():
+    from CACScoringLib.inference import segment
+
+    ct = read_ct(LUNG1)
+    segmentation = segment(ct, device="cpu")
+    labelled = segmentation.labels > 0
+    assert not (labelled & ~segmentation.roi.heart.on_ct_grid()).any()
+    # Read off the overlays: a calcified hilar node beside the right main bronchus (slice 12, labelled RCA
+    # before the lung rule) and the probable left main on the aortic root's posterior-left (slices 13-15).
+    assert not labelled[12, 360:385, 205:230].any()
+    assert labelled[13:16, 315:340, 285:315].any()

@@ -280,3 +280,18 @@ def test_a_second_job_waits_for_the_first_and_runs_on_the_same_process(job_stand
     assert first._process is second._process and runner_pid(first) == runner_pid(second)
     first.close()
     second.close()
+
+
+def test_a_late_stop_or_kill_for_an_earlier_job_does_not_reach_the_running_one(job_stand_ins):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+    from CACScoringSlicerLib.inference_worker import WORKER
+
+    earlier = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    assert earlier.wait(timeout_s=30).state == "done"
+    job = InferenceJob(small_ct(), model="1", device="cpu", python=str(job_stand_ins)).start()
+    runner = runner_pid(job)
+    WORKER.stop_job(earlier)  # what a cancel or a grace-time kill of `earlier` arriving now would send
+    WORKER.kill(earlier)
+    assert job.wait(timeout_s=30).state == "done" and running(runner)
+    earlier.close()
+    job.close()

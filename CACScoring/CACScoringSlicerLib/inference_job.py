@@ -106,7 +106,7 @@ class InferenceJob:
         try:
             sitk.WriteImage(self._ct.to_sitk(), str(self.input_path), False)
             self._ct = None
-            if not WORKER.acquire(lambda: self._cancel_requested):
+            if not WORKER.acquire(self, lambda: self._cancel_requested):
                 return  # cancelled while an earlier job held the worker
             try:
                 self._serve()
@@ -138,7 +138,7 @@ class InferenceJob:
                 with self._lock:
                     self._started = True
                     if self._cancel_requested:
-                        WORKER.stop_job()
+                        WORKER.stop_job(self)
             elif line.startswith(JOB_END_PREFIX):
                 self._returncode = int(line[len(JOB_END_PREFIX) :])
                 return
@@ -208,7 +208,7 @@ class InferenceJob:
         with self._lock:
             self._cancel_requested = True
             if self._started and self._thread is not None and self._thread.is_alive():
-                WORKER.stop_job()  # before `job started`, the job thread passes the request on
+                WORKER.stop_job(self)  # before `job started`, the job thread passes the request on
         if self._thread is None or not self._thread.is_alive():
             return
         if not wait:
@@ -222,7 +222,7 @@ class InferenceJob:
         with self._lock:
             submitted = self._process is not None  # else the CT is still being written, and nothing starts
         if submitted and self._thread.is_alive():
-            WORKER.kill()
+            WORKER.kill(self)
 
     def wait(self, timeout_s: float | None = None, progress=None) -> JobStatus:
         """Block until the job ends (scripts, batch mode); `progress(status)` after each poll."""

@@ -38,15 +38,20 @@ class InferenceWorker:
         self._command: list[str] | None = None
         self._reader: threading.Thread | None = None
         self.runner_pid: int | None = None
+        self._owner = None  # the job holding the process: a late cancel of an earlier job never reaches the next
 
-    def acquire(self, cancelled) -> bool:
-        """Wait for the process to be free; False (not acquired) once `cancelled()`."""
+    def acquire(self, owner, cancelled) -> bool:
+        """Wait for the process to be free and hold it for `owner`; False (not acquired) once `cancelled()`."""
         while not self._busy.acquire(timeout=0.1):
             if cancelled():
                 return False
+        with self._state:
+            self._owner = owner
         return True
 
     def release(self) -> None:
+        with self._state:
+            self._owner = None
         self._busy.release()
 
     def alive(self) -> bool:
@@ -93,10 +98,10 @@ class InferenceWorker:
         finally:
             lines.put(WorkerEnded(error))
 
-    def stop_job(self) -> None:
-        """Ask the running job to stop between steps: SIGTERM to the runner only (the process stays)."""
+    def stop_job(self, owner) -> None:
+        """Ask `owner`'s running job to stop between steps: SIGTERM to the runner only (the process stays)."""
         with self._state:
-            if not self.alive():
+            if self._owner is not owner or not self.alive():
                 return
             if os.name == "nt" or self.runner_pid is None:
                 process_tree.terminate(self.process)
@@ -106,10 +111,10 @@ class InferenceWorker:
             except ProcessLookupError:
                 pass
 
-    def kill(self) -> None:
-        """Kill the whole tree now (a job that did not stop in time); the next job starts a new process."""
+    def kill(self, owner) -> None:
+        """Kill the whole tree now (`owner`'s job did not stop in time); the next job starts a new process."""
         with self._state:
-            if self.process is not None and self._reader.is_alive():
+            if self._owner is owner and self.process is not None and self._reader.is_alive():
                 process_tree.kill(self.process)
 
     def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:

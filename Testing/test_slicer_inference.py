@@ -251,3 +251,31 @@ def test_the_serving_runner_keeps_two_models_and_reloads_a_rewritten_folder(slic
     # LRU of two: A, B loaded; A kept; C evicts B; A kept; B evicts C; the rewritten A is loaded again
     assert loads == [str(models[name]) for name in ("A", "B", "C", "B", "A")]
     assert [line for line in lines if line.startswith(inference_runner.JOB_END_PREFIX)] == ["job end: 0"] * 7
+
+
+def test_a_process_killed_mid_job_fails_that_job_and_the_next_runs_on_a_new_one(scene_logic, slicer_scene, tiny_model,
+                                                                                fresh_worker, tmp_path):
+    import os
+    import signal
+    import time
+
+    from CACScoringSlicerLib.geometry import ct_from_volume_node
+    from CACScoringSlicerLib.logic import ScoringOptions
+
+    from CACScoringLib.inference import segment
+
+    options = ScoringOptions(model=str(tiny_model), device="cpu")
+    volume_node = chest_volume(slicer_scene, tmp_path, 3)
+    job = scene_logic.start_inference(volume_node, None, options)
+    while not job._started:  # the fresh process has read the request: it now imports and loads the model
+        time.sleep(0.01)
+    launcher = fresh_worker.process.pid
+    os.killpg(launcher, signal.SIGKILL)  # as an out-of-memory kill would
+    status = job.wait(timeout_s=10)
+    assert status.state == "failed" and "the segmentation process ended unexpectedly" in status.message
+    job.cleanup()
+
+    node, _ = scene_logic.process(volume_node, None, options)
+    expected = segment(ct_from_volume_node(volume_node), model=tiny_model, device="cpu").labels
+    np.testing.assert_array_equal(scene_logic.labels_from_segmentation(node, volume_node), expected)
+    assert fresh_worker.process.pid != launcher

@@ -146,7 +146,7 @@ class InferenceJob:
                 self._lines.put(line)
 
     def poll(self) -> JobStatus:
-        """Progress and new log lines since the last call; the final state once the process tree has ended."""
+        """Progress and new log lines since the last call; the final state once the job has ended."""
         if self._kill_after is not None and time.monotonic() > self._kill_after:
             self._kill_after = None
             self._kill_if_running()

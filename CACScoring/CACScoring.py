@@ -53,6 +53,14 @@ class CACScoring(ScriptedLoadableModule):
         )
         self.parent.acknowledgementText = "Built on 3D Slicer, MONAI and SimpleITK."
         slicer.app.connect("startupCompleted()", loadTerminology)
+        slicer.app.connect("aboutToQuit()", shutdownInferenceWorker)
+
+
+def shutdownInferenceWorker() -> None:
+    """End this session's segmentation process (Slicer's exit, the module's cleanup); the next Apply starts one."""
+    worker = sys.modules.get("CACScoringSlicerLib.inference_worker")  # not imported: none was started
+    if worker is not None:
+        worker.shutdown()
 
 
 def loadTerminology() -> None:
@@ -196,6 +204,7 @@ class CACScoringWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is None:
             return
         self._endJob("cancelled: the module was closed")
+        shutdownInferenceWorker()
         self._releaseEditor()
         self._rescoreTimer.stop()
         if self.logic.hasCore:

@@ -39,4 +39,7 @@ def job_stand_ins(tmp_path, monkeypatch):
 
     if str(MODULE_DIR) not in sys.path:
         sys.path.insert(0, str(MODULE_DIR))
-    return slicer_job_stand_ins.install(tmp_path, monkeypatch)
+    yield slicer_job_stand_ins.install(tmp_path, monkeypatch)
+    from CACScoringSlicerLib import inference_worker
+
+    inference_worker.shutdown()  # the session's process runs the stand-ins: none of it outlives the test

@@ -1,6 +1,8 @@
-"""Cancel ends the whole process tree of a segmentation job, as it runs inside Slicer: `PythonSlicer` is a
-launcher that starts the real Python as its child and passes no signal on. The `job_job_stand_ins` fixture
-(Testing/slicer_job_job_stand_ins.py) puts a launcher that does the same and a quick runner in place.
+"""The session's segmentation process and its jobs, as they run inside Slicer: `PythonSlicer` is a launcher
+that starts the real Python as its child and passes no signal on. A cancel stops the job and keeps the process,
+or ends its whole tree when the job does not stop; a process killed from outside is replaced; shutdown leaves
+nothing running. The `job_stand_ins` fixture (Testing/slicer_job_stand_ins.py) puts a launcher that does the
+same and a quick serving runner in place.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slicer_job_stand_ins import ended, runner_pid, running
 
 from CACScoringLib.volume import CTVolume
 
 pytestmark = [pytest.mark.slicer, pytest.mark.skipif(os.name == "nt", reason="reads process states from /proc")]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "CACScoring"))
+
 
 def small_ct() -> CTVolume:
     array = np.zeros((3, 8, 8), np.float32)
@@ -24,35 +28,10 @@ def small_ct() -> CTVolume:
     return CTVolume(array=array, spacing=(0.5, 0.5, 3.0))
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie has ended; only its exit status is left)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def ended(pid: int, timeout_s: float = 2.0) -> bool:
-    """A killed process closes its files before it is gone: give it a moment."""
-    deadline = time.monotonic() + timeout_s
-    while running(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not running(pid)
-
-
-def runner_pid(job, timeout_s: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    path = job.workdir / "runner.pid"
-    while time.monotonic() < deadline:
-        if path.is_file() and path.read_text():
-            return int(path.read_text())
-        time.sleep(0.05)
-    raise AssertionError("the runner stand-in never started")
-
-
 @pytest.mark.parametrize("device", ["cpu", "ignore-sigterm"])
-def test_cancel_ends_the_launcher_and_the_python_it_started(job_stand_ins, device):
+def test_a_cancelled_job_stops_and_its_process_stays_unless_it_had_to_be_killed(job_stand_ins, device):
+    """A runner that stops the job on SIGTERM serves the next job; one that does not is killed, launcher and
+    Python, and the next job starts a new one."""
     from CACScoringSlicerLib.inference_job import InferenceJob
 
     work_s = 2.0
@@ -62,13 +41,21 @@ def test_cancel_ends_the_launcher_and_the_python_it_started(job_stand_ins, devic
     assert runner != launcher and running(runner) and running(launcher)
     started = time.monotonic()
     job.cancel(grace_s=1.0)
-    assert time.monotonic() - started < 3.0
-    assert ended(launcher) and ended(runner)
+    heeded = device == "cpu"
+    assert time.monotonic() - started < (1.0 if heeded else 3.0)  # a heeded SIGTERM needs no kill
+    if not heeded:
+        assert ended(launcher) and ended(runner)
+    assert job.wait(timeout_s=5).state == "cancelled"
     time.sleep(work_s + 0.5)  # past the time the runner would have written its labels
     assert not job.labels_path.exists()
-    assert job.wait(timeout_s=5).state == "cancelled"
+    assert running(runner) == running(launcher) == heeded
     job.close()
     assert not job.workdir.exists()
+
+    after = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    assert after.wait(timeout_s=30).state == "done"
+    assert (runner_pid(after) == runner) == (after._process.pid == launcher) == heeded
+    after.close()
 
 
 def test_a_job_that_is_not_cancelled_writes_its_labels_through_the_launcher(job_stand_ins):
@@ -220,4 +207,91 @@ def test_a_cancel_without_waiting_kills_a_deaf_runner_once_the_grace_time_is_ove
     assert job.cancel_requested and job.poll().state == "running" and running(runner)
     assert job.wait(timeout_s=20).state == "cancelled"  # poll() killed the tree after the grace time
     assert ended(runner) and ended(job._process.pid)
+    job.close()
+
+
+def kill_tree(pid: int) -> None:
+    """From outside, as an out-of-memory kill or a user's `kill` would."""
+    import signal
+
+    os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("when", ["mid-job", "between jobs"])
+def test_a_session_process_killed_from_outside_fails_its_job_and_the_next_starts_a_new_one(job_stand_ins, when):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    first = InferenceJob(small_ct(), model="30" if when == "mid-job" else "0", device="cpu",
+                         python=str(job_stand_ins)).start()
+    runner = runner_pid(first)
+    launcher = first._process.pid
+    if when == "between jobs":
+        assert first.wait(timeout_s=30).state == "done"
+    kill_tree(launcher)
+    assert ended(launcher) and ended(runner)
+    if when == "mid-job":
+        status = first.wait(timeout_s=10)
+        assert status.state == "failed"
+        assert status.message.startswith("the segmentation process ended unexpectedly (exit code ")
+        assert "Apply again starts a new one" in status.message
+    first.close()
+
+    after = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    status = after.wait(timeout_s=30)
+    assert status.state == "done", status.message
+    assert runner_pid(after) != runner and after._process.pid != launcher
+    after.close()
+
+
+def test_shutdown_ends_the_whole_tree_of_the_session_process(job_stand_ins):
+    from CACScoringSlicerLib import inference_worker
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    job = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    assert job.wait(timeout_s=30).state == "done"
+    runner, launcher = runner_pid(job), job._process.pid
+    assert running(runner) and running(launcher)  # idle, waiting for the next job
+    inference_worker.shutdown()
+    assert ended(launcher) and ended(runner)
+    assert inference_worker.WORKER.process is None
+    job.close()
+
+
+def test_shutdown_kills_a_session_process_that_does_not_end_on_eof(job_stand_ins):
+    from CACScoringSlicerLib import inference_worker
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    job = InferenceJob(small_ct(), model="30", device="ignore-sigterm", python=str(job_stand_ins)).start()
+    runner, launcher = runner_pid(job), job._process.pid
+    started = time.monotonic()
+    inference_worker.WORKER.shutdown(grace_s=0.5)  # mid-job: the runner reads no more of its stdin
+    assert time.monotonic() - started < 3.0
+    assert ended(launcher) and ended(runner)
+    assert job.wait(timeout_s=10).state == "failed"
+    job.close()
+
+
+def test_a_second_job_waits_for_the_first_and_runs_on_the_same_process(job_stand_ins):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+
+    first = InferenceJob(small_ct(), model="1", device="cpu", python=str(job_stand_ins)).start()
+    second = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    assert first.wait(timeout_s=30).state == "done" and second.wait(timeout_s=30).state == "done"
+    assert first._process is second._process and runner_pid(first) == runner_pid(second)
+    first.close()
+    second.close()
+
+
+def test_a_late_stop_or_kill_for_an_earlier_job_does_not_reach_the_running_one(job_stand_ins):
+    from CACScoringSlicerLib.inference_job import InferenceJob
+    from CACScoringSlicerLib.inference_worker import WORKER
+
+    earlier = InferenceJob(small_ct(), model="0", device="cpu", python=str(job_stand_ins)).start()
+    assert earlier.wait(timeout_s=30).state == "done"
+    job = InferenceJob(small_ct(), model="1", device="cpu", python=str(job_stand_ins)).start()
+    runner = runner_pid(job)
+    WORKER.stop_job(earlier)  # what a cancel or a grace-time kill of `earlier` arriving now would send
+    WORKER.kill(earlier)
+    assert job.wait(timeout_s=30).state == "done" and running(runner)
+    earlier.close()
     job.close()

@@ -204,6 +204,30 @@ def test_cancel_ends_the_job_and_unlocks_the_panel(panel, slicer_scene, job_stan
     assert dialogs.errors == []
 
 
+@pytest.mark.parametrize("how", ["Slicer quits", "module cleanup"])
+def test_the_session_process_stays_between_runs_and_ends_with_slicer(panel, slicer_scene, job_stand_ins, how):
+    import slicer
+    from CACScoringSlicerLib.inference_worker import WORKER
+    from slicer_job_stand_ins import ended, running
+
+    widget, ui, dialogs = panel
+    sys.modules[type(widget).__module__].CACScoring(stand_ins.Parent())  # connects to Slicer's quit
+    runs = []
+    for name, spot in (("A", (2, 2)), ("B", (5, 4))):
+        select(widget, case(slicer_scene, name, spot), None, model="0")
+        widget.onApplyButton()
+        run_until_done(widget)
+        runs.append((WORKER.runner_pid, WORKER.process.pid))
+    (runner, launcher), second = runs
+    assert second == (runner, launcher) and running(runner) and running(launcher)  # one process, kept
+    if how == "Slicer quits":
+        slicer.app.emit("aboutToQuit()")
+    else:
+        widget.cleanup()
+    assert ended(launcher) and ended(runner)
+    assert dialogs.errors == []
+
+
 def loaded_contexts(terminologies):
     import vtk
 

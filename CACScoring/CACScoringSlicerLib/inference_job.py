@@ -1,9 +1,10 @@
 """Segmentation in a background process: start, poll, cancel, without Qt.
 
-A worker thread writes the CT as an uncompressed NIfTI (so the GUI thread never waits for it), starts
-`inference_runner.py` in its own process group (see process_tree) and queues its output lines, so `poll()`
-never blocks: the Slicer widget calls it from a QTimer, scripts call `wait()`. A job remembers the nodes it
-was started on; the logic writes its labels there, whatever is selected when it ends.
+A job thread writes the CT as an uncompressed NIfTI (so the GUI thread never waits for it), hands the request
+to the session's segmentation process (inference_worker: `inference_runner.py --serve` in its own process
+group, models kept loaded, started on first use) and queues the job's output lines, so `poll()` never blocks:
+the Slicer widget calls it from a QTimer, scripts call `wait()`. A job remembers the nodes it was started on;
+the logic writes its labels there, whatever is selected when it ends.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ import SimpleITK as sitk
 from CACScoringLib.errors import InputError
 from CACScoringLib.volume import CTVolume
 
-from . import process_tree
-from .inference_runner import BLOOD_POOL_PREFIX, CANCELLED_EXIT_CODE, WARNING_PREFIX
+from .inference_runner import (
+    BLOOD_POOL_PREFIX,
+    CANCELLED_EXIT_CODE,
+    JOB_END_PREFIX,
+    JOB_STARTED,
+    WARNING_PREFIX,
+)
+from .inference_worker import WORKER, WorkerEnded
 
 RUNNER = Path(__file__).with_name("inference_runner.py")
 PROGRESS_PREFIX = "PROGRESS "
@@ -61,7 +68,7 @@ class JobStatus:
 
 
 class InferenceJob:
-    """One segmentation run of a CT in a child process tree.
+    """One segmentation run of a CT by the session's segmentation process (see inference_worker).
 
     `volume_id`, `segmentation_id` and `options` are what the caller bound the job to (see
     CACScoringSceneLogic.start_inference); the job itself only carries them.
@@ -71,57 +78,75 @@ class InferenceJob:
         self.workdir = Path(tempfile.mkdtemp(prefix="CACScoring-"))
         self.input_path = self.workdir / "ct.nii"  # uncompressed: the fastest write
         self.labels_path = self.workdir / "labels.nii"
-        self.command = [
-            python or python_executable(), str(RUNNER),
-            "--input", str(self.input_path), "--output", str(self.labels_path),
-            "--model", model, "--device", device,
-        ]  # fmt: skip
+        self.command = [python or python_executable(), str(RUNNER), "--serve"]
+        self.request = {"input": str(self.input_path), "output": str(self.labels_path), "model": model,
+                        "device": device}
         self.volume_id = self.segmentation_id = self.options = None
         self.status = JobStatus("running", message="writing the CT")
         self._ct = ct
         self._lines: queue.Queue[str | None] = queue.Queue()
-        self._lock = threading.Lock()  # guards _process and _cancel_requested between the worker and callers
-        self._process = None
-        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _process, _started, _cancel_requested between the thread and callers
+        self._process = None  # the worker's process, once the request is sent
+        self._thread: threading.Thread | None = None
         self._cancel_requested = False
-        self._error = ""  # what broke the worker thread
+        self._started = False  # the worker read the request: a SIGTERM now stops this job
+        self._worker_ended: WorkerEnded | None = None  # the worker's process ended during the job
+        self._error = ""  # what broke the job thread
         self._returncode: int | None = None
         self._last_line = ""  # a failing runner's last line says why
         self._kill_after: float | None = None  # monotonic time: a cancel without waiting kills the tree then
 
     def start(self) -> InferenceJob:
-        self._worker = threading.Thread(target=self._run, name="CACScoring inference", daemon=True)
-        self._worker.start()
+        self._thread = threading.Thread(target=self._run, name="CACScoring inference", daemon=True)
+        self._thread.start()
         return self
 
     def _run(self) -> None:
-        """Worker thread: write the CT, run the process tree, queue its output; None marks the end."""
+        """Job thread: write the CT, hand the request to the worker, queue its lines; None marks the end."""
         try:
             sitk.WriteImage(self._ct.to_sitk(), str(self.input_path), False)
             self._ct = None
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(library_root()), env.get("PYTHONPATH")]))
-            env["PYTHONUNBUFFERED"], env["PYTHONIOENCODING"] = "1", "utf-8"
-            with self._lock:
-                if self._cancel_requested:
-                    return
-                self._process = process_tree.start(
-                    self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    text=True, encoding="utf-8", env=env, cwd=self.workdir,
-                )
-            for line in self._process.stdout:
-                self._lines.put(line.rstrip("\n"))
-            self._returncode = self._process.wait()
-        except Exception as error:  # e.g. a full disk, undecodable output: the job fails, nothing keeps running
+            if not WORKER.acquire(self, lambda: self._cancel_requested):
+                return  # cancelled while an earlier job held the worker
+            try:
+                self._serve()
+            finally:
+                WORKER.release()
+        except Exception as error:  # e.g. a full disk: the job fails
             self._error = f"{type(error).__name__}: {error}"
-            if self._process is not None:
-                process_tree.kill(self._process)
-                self._returncode = self._process.wait()
         finally:
             self._lines.put(None)
 
+    def _serve(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(library_root()), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"], env["PYTHONIOENCODING"] = "1", "utf-8"
+        with self._lock:
+            if self._cancel_requested:
+                return
+            self._process, lines = WORKER.submit(self.command, env, self.request)
+        while True:
+            line = lines.get()
+            if isinstance(line, WorkerEnded):
+                self._worker_ended = line
+                try:
+                    self._returncode = self._process.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                return
+            if line == JOB_STARTED:
+                with self._lock:
+                    self._started = True
+                    if self._cancel_requested:
+                        WORKER.stop_job(self)
+            elif line.startswith(JOB_END_PREFIX):
+                self._returncode = int(line[len(JOB_END_PREFIX) :])
+                return
+            else:
+                self._lines.put(line)
+
     def poll(self) -> JobStatus:
-        """Progress and new log lines since the last call; the final state once the process tree has ended."""
+        """Progress and new log lines since the last call; the final state once the job has ended."""
         if self._kill_after is not None and time.monotonic() > self._kill_after:
             self._kill_after = None
             self._kill_if_running()
@@ -151,10 +176,16 @@ class InferenceJob:
         return self.status
 
     def _finish(self) -> None:
+        error = self._error or (self._worker_ended.error if self._worker_ended else "")
         if self._cancel_requested or self._returncode == CANCELLED_EXIT_CODE:
             self.status.state, self.status.message = "cancelled", "cancelled"
-        elif self._error:
-            self.status.state, self.status.message = "failed", f"the segmentation job broke ({self._error})"
+        elif error:
+            self.status.state, self.status.message = "failed", f"the segmentation job broke ({error})"
+        elif self._worker_ended is not None:
+            self.status.state = "failed"
+            self.status.message = (f"the segmentation process ended unexpectedly (exit code {self._returncode})"
+                                   + (f" after: {self._last_line}" if self._last_line else "")
+                                   + "; Apply again starts a new one")
         elif self._returncode == 0 and self.labels_path.is_file():
             self.status.state, self.status.progress, self.status.message = "done", 1.0, "done"
         else:
@@ -166,32 +197,32 @@ class InferenceJob:
         return self._cancel_requested
 
     def cancel(self, grace_s: float | None = None, wait: bool = True) -> None:
-        """Stop the whole process tree: ask it to stop, kill what still runs after `grace_s` (STOP_GRACE_S).
+        """Stop the job: ask the process to stop it, kill the process tree if it has not after `grace_s`
+        (STOP_GRACE_S); the next job then starts a new process.
 
         With `wait`, returns once nothing of the job runs any more (if the CT is still being written, once it
-        is written: the process is then never started). Without, returns at once: `poll()` kills what still
-        runs once the grace time is over and reports "cancelled" when the tree has ended (the panel's Cancel).
+        is written: the request is then never sent). Without, returns at once: `poll()` kills the tree once the
+        grace time is over and reports "cancelled" when the job has ended (the panel's Cancel).
         """
         grace_s = STOP_GRACE_S if grace_s is None else grace_s
         with self._lock:
             self._cancel_requested = True
-            process = self._process
-        if self._worker is None or not self._worker.is_alive():
-            return  # nothing runs: the group id may already belong to someone else
-        if process is not None:
-            process_tree.terminate(process)
+            if self._started and self._thread is not None and self._thread.is_alive():
+                WORKER.stop_job(self)  # before `job started`, the job thread passes the request on
+        if self._thread is None or not self._thread.is_alive():
+            return
         if not wait:
             self._kill_after = time.monotonic() + grace_s
             return
-        self._worker.join(grace_s)  # ends when every process holding the output pipe has exited
+        self._thread.join(grace_s)  # ends at the job's end line, or when the process tree has ended
         self._kill_if_running()
-        self._worker.join()
+        self._thread.join()
 
     def _kill_if_running(self) -> None:
         with self._lock:
-            process = self._process  # None: the CT is still being written, and no process will start
-        if process is not None and self._worker.is_alive():
-            process_tree.kill(process)
+            submitted = self._process is not None  # else the CT is still being written, and nothing starts
+        if submitted and self._thread.is_alive():
+            WORKER.kill(self)
 
     def wait(self, timeout_s: float | None = None, progress=None) -> JobStatus:
         """Block until the job ends (scripts, batch mode); `progress(status)` after each poll."""

@@ -2,7 +2,7 @@
 for a 300 x 512 x 512 CT on a slicer-core scene.
 
 Before: the CT was written as float32 .nii.gz on the calling thread. Now: the calling thread copies the voxels
-out of the volume node and starts the job; its worker thread writes an uncompressed .nii.
+out of the volume node and starts the job; its job thread writes an uncompressed .nii.
 Run: .venv/bin/python Testing/benchmarks/bench_slicer_ct_handoff.py
 """
 
@@ -45,12 +45,12 @@ def main() -> None:
     job._cancel_requested = True  # write the CT, start no process: only the hand-off is measured
     job.start()
     returned_s = time.perf_counter() - start
-    job._worker.join()
+    job._thread.join()
     written_s = time.perf_counter() - start
-    print(f"volume node -> CTVolume copy (GUI thread, both ways): {copy_s:.2f} s")
-    print(f"before: float32 .nii.gz written on the GUI thread:    {compressed_s:.2f} s")
-    print(f"now: start() returns after                            {returned_s * 1000:.1f} ms")
-    print(f"now: uncompressed .nii written by the worker after    {written_s:.2f} s")
+    print(f"volume node -> CTVolume copy (GUI thread, both ways):  {copy_s:.2f} s")
+    print(f"before: float32 .nii.gz written on the GUI thread:     {compressed_s:.2f} s")
+    print(f"now: start() returns after                             {returned_s * 1000:.1f} ms")
+    print(f"now: uncompressed .nii written by the job thread after {written_s:.2f} s")
     job.cleanup()
 
 

@@ -80,10 +80,12 @@ def _artery_layers(segmentation_node, volume_node):
     dimensions = volume_node.GetImageData().GetDimensions()
     layers = {}
     for key in present:
-        image = segmentation.GetSegment(key).GetRepresentation(labelmap)
+        segment = segmentation.GetSegment(key)
+        image = segment.GetRepresentation(labelmap)
+        layer = segmentation.GetLayerIndex(key)
         if image is None:
             return None
-        if segmentation.GetLayerIndex(key) not in layers:
+        if layer not in layers:
             matrix = vtk.vtkMatrix4x4()
             image.GetImageToWorldMatrix(matrix)
             if not np.allclose(geometry.matrix_to_numpy(matrix), ijk_to_ras, rtol=0.0, atol=1e-6):
@@ -96,8 +98,8 @@ def _artery_layers(segmentation_node, volume_node):
                 if scalars is None or scalars.GetNumberOfComponents() != 1 or scalars.GetDataType() not in (
                     vtk.VTK_UNSIGNED_CHAR, vtk.VTK_UNSIGNED_SHORT):
                     return None
-            layers[segmentation.GetLayerIndex(key)] = (image, np.zeros(65536, np.uint8))
-        layers[segmentation.GetLayerIndex(key)][1][segmentation.GetSegment(key).GetLabelValue()] = LABEL_ID[key]
+            layers[layer] = (image, np.zeros(65536, np.uint8))
+        layers[layer][1][segment.GetLabelValue()] = LABEL_ID[key]
     return list(layers.values())
 
 
@@ -215,11 +217,11 @@ class CACScoringSceneLogic:
         self.ensure_artery_segments(segmentation_node)
         box = _bounding_box(labels) or ((0, 1), (0, 1), (0, 1))  # no labels: one background voxel clears them
         cropped = labels[tuple(slice(lo, hi) for lo, hi in box)]
+        (z0, z1), (y0, y1), (x0, x1) = box
         self._writing = True
         try:
             for key in arteries:
                 image = geometry.oriented_image((cropped == LABEL_ID[key]).astype(np.uint8), volume_node)
-                (z0, z1), (y0, y1), (x0, x1) = box
                 image.SetExtent(x0, x1 - 1, y0, y1 - 1, z0, z1 - 1)
                 slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
                     image, segmentation_node, key, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE

@@ -112,13 +112,18 @@ class ContrastAssessment:
 
 
 def assess_contrast(
-    ct: CTVolume, threshold_hu: float = CONTRAST_THRESHOLD_HU, heart: HeartRegion | None = None
+    ct: CTVolume,
+    threshold_hu: float = CONTRAST_THRESHOLD_HU,
+    heart: HeartRegion | None = None,
+    blood_pool_hu: float | None = None,
 ) -> ContrastAssessment:
-    """Blood pool HU against the threshold; pass the heart region when it was already found."""
-    if heart is None:
-        heart, _ = find_heart(ct)
-    blood = None if heart is None else heart.blood_pool_hu
-    return ContrastAssessment(blood, float(threshold_hu), blood is not None and blood > threshold_hu)
+    """Blood pool HU against the threshold; pass the heart region, or the blood pool HU, when already found."""
+    if blood_pool_hu is None:
+        if heart is None:
+            heart, _ = find_heart(ct)
+        blood_pool_hu = None if heart is None else heart.blood_pool_hu
+    enhanced = blood_pool_hu is not None and blood_pool_hu > threshold_hu
+    return ContrastAssessment(blood_pool_hu, float(threshold_hu), enhanced)
 
 
 def convex_hull_mask(mask: np.ndarray) -> np.ndarray:

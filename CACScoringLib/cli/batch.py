@@ -28,7 +28,7 @@ from ..batch import OutputLock, atomic_write_text, find_cases, fingerprint, labe
 from ..errors import InputError
 from ..labels import ARTERIES
 from . import COMMANDS
-from .score import add_model_arguments, add_scoring_arguments, input_section, score_ct
+from .score import add_model_arguments, add_scoring_arguments, input_section, model_spec, score_ct
 
 SUMMARY_COLUMNS = ("case", "status", "message", *ARTERIES, "total_agatston", "total_volume_mm3", "total_mass_mg",
                    "lesions", "risk_category", "cac_drs", "blood_pool_hu", "seconds")
@@ -222,9 +222,8 @@ def _load_models_once(args):
     from ..inference.pipeline import load_models
     from ..models.package import resolve_device
 
-    model = None if not args.model else args.model if len(args.model) > 1 else args.model[0]
     try:
-        return load_models(model, resolve_device("cpu" if args.backend == "onnx" else args.device))
+        return load_models(model_spec(args), resolve_device("cpu" if args.backend == "onnx" else args.device))
     except InputError as error:
         return error
 

@@ -186,6 +186,11 @@ def score_ct(ct, labels, args, packages=None) -> tuple[ScoreResult, dict]:
     return result, report
 
 
+def model_spec(args):
+    """What --model names for `segment`: None (the registry default), one id or folder, or an ensemble list."""
+    return None if not args.model else args.model if len(args.model) > 1 else args.model[0]
+
+
 def segment_with_progress(ct, args, params, packages=None):
     """Run the segmentation model (`packages` when loaded already) with a progress bar; threshold as the scoring
     will use it."""
@@ -194,7 +199,7 @@ def segment_with_progress(ct, args, params, packages=None):
     from ..inference import segment, write_segmentation_outputs
     from ..scoring.engine import effective_threshold_hu
 
-    model = None if not args.model else args.model if len(args.model) > 1 else args.model[0]
+    model = model_spec(args)
     with Progress(transient=True, disable=args.quiet) as bar:
         task = bar.add_task("segmenting", total=1.0)
         segmentation = segment(

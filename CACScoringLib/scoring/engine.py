@@ -519,9 +519,6 @@ def check_contrast(
 ) -> ContrastAssessment | None:
     """The blood-pool check of params.contrast_threshold_hu (None when switched off); reuses a heart region, or
     the blood pool HU, that the segmentation already found."""
-    threshold = params.contrast_threshold_hu
-    if threshold is None:
+    if params.contrast_threshold_hu is None:
         return None
-    if blood_pool_hu is not None:
-        return ContrastAssessment(float(blood_pool_hu), float(threshold), blood_pool_hu > threshold)
-    return assess_contrast(ct, threshold, heart)
+    return assess_contrast(ct, params.contrast_threshold_hu, heart, blood_pool_hu)

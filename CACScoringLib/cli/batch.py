@@ -19,7 +19,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tqdm import tqdm
@@ -73,7 +73,9 @@ class Ranks:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                dist.init_process_group("gloo")
+                # Ranks done with their share wait at the final barrier for the slowest: hours on a cohort, far
+                # past gloo's 30-minute default.
+                dist.init_process_group("gloo", timeout=timedelta(days=7))
             self._dist = dist
             if torch.cuda.is_available():  # one GPU per rank on each node: "cuda" and "auto" mean that one
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())

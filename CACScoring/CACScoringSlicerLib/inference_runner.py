@@ -118,12 +118,13 @@ def serve(stop: threading.Event) -> int:
     return 0
 
 
-def _folder_stamp(model: str) -> tuple:
-    """The files of a package folder with their sizes and times; () for a registry id (its cache is fixed)."""
-    folder = Path(model) if model else None
-    if folder is None or not folder.is_dir():
-        return ()
-    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
+def _folder_stamp(model: str) -> str:
+    """A package folder's files by size and time (batch's fingerprint); "" for a registry id (its cache is fixed)."""
+    from CACScoringLib.batch import fingerprint
+
+    if not model or not Path(model).is_dir():
+        return ""
+    return fingerprint(Path(model))["sha256_of_sizes_and_times"]
 
 
 if __name__ == "__main__":
